@@ -1,0 +1,1 @@
+"""Streamlit pages and widgets: thin views over snnet's public API."""

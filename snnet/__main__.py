@@ -1,0 +1,3 @@
+from snnet.cli import main
+
+raise SystemExit(main())
