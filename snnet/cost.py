@@ -91,11 +91,14 @@ def _params(*modules: nn.Module) -> int:
 
 
 def measure_anchor(family: Family, index: int) -> AnchorCost:
-    """Trace one anchor piece by piece; identical blocks (same architecture and input) are traced once."""
-    adapter = family.adapter
     # Built on the meta device and given uninitialised memory: shapes are all a trace needs.
     model = family.build_anchor(index, device="meta").to_empty(device="cpu").eval()
-    x = torch.zeros(1, *family.input_size)
+    return measure_model(model, family.adapter, family.input_size)
+
+
+def measure_model(model: nn.Module, adapter, input_size: tuple[int, ...]) -> AnchorCost:
+    """Trace a model piece by piece; identical blocks (same architecture and input) are traced once."""
+    x = torch.zeros(1, *input_size)
     embed = _Piece(lambda inp: adapter.embed(model, inp), model)
     with torch.no_grad():
         tokens = embed(x)

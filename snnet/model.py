@@ -35,6 +35,7 @@ class StitchableNet(nn.Module):
         self.stitch = 0
         self.last_stitch = 0
         self.generator = torch.Generator().manual_seed(seed)
+        self.sampling_weights: Optional[torch.Tensor] = None  # None: uniform over all configurations
 
     @classmethod
     def from_family(
@@ -57,7 +58,9 @@ class StitchableNet(nn.Module):
         return config
 
     def sample_stitch(self) -> int:
-        return int(torch.randint(len(self.space), (1,), generator=self.generator))
+        if self.sampling_weights is None:
+            return int(torch.randint(len(self.space), (1,), generator=self.generator))
+        return int(torch.multinomial(self.sampling_weights, 1, generator=self.generator))
 
     def forward(self, x: torch.Tensor, stitch: Optional[int] = None) -> torch.Tensor:
         if stitch is None:

@@ -37,8 +37,9 @@ def _accumulate(table: dict, key, value) -> None:
     table[key] = table[key] + value if key in table else value
 
 
-def _rows(tokens: torch.Tensor) -> torch.Tensor:
-    return tokens.reshape(-1, tokens.shape[-1]).double()
+def _rows(tokens: torch.Tensor, with_ones: bool) -> torch.Tensor:
+    rows = tokens.reshape(-1, tokens.shape[-1]).double()
+    return torch.cat([rows, rows.new_ones(rows.shape[0], 1)], dim=1) if with_ones else rows
 
 
 @torch.no_grad()
@@ -51,14 +52,15 @@ def collect_statistics(net, batches: Iterable[torch.Tensor]) -> FitStatistics:
     for x in batches:
         x = x.to(device)
         tokens = {anchor: net.block_tokens(anchor, x) for anchor in anchors_used}
-        inputs = {}  # (front anchor, j) -> [A 1], shared by every position that starts there
+        inputs, targets = {}, {}  # float64 rows of this batch, each shared by several positions
         for config in stitches:
-            key = (config.front, config.front_block)
-            if key not in inputs:
-                a = _rows(tokens[config.front][config.front_block + 1])
-                inputs[key] = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
-                _accumulate(stats.gram, key, inputs[key].T @ inputs[key])
-            a1, b = inputs[key], _rows(tokens[config.back][config.back_block])
+            front_key, back_key = (config.front, config.front_block), (config.back, config.back_block)
+            if front_key not in inputs:
+                inputs[front_key] = _rows(tokens[config.front][config.front_block + 1], with_ones=True)
+                _accumulate(stats.gram, front_key, inputs[front_key].T @ inputs[front_key])
+            if back_key not in targets:
+                targets[back_key] = _rows(tokens[config.back][config.back_block], with_ones=False)
+            a1, b = inputs[front_key], targets[back_key]
             if a1.shape[0] != b.shape[0]:
                 raise SnnetError(f"stitch {config.id}: the anchors' token counts differ "
                                  f"({a1.shape[0]} vs {b.shape[0]} rows), they cannot be stitched")

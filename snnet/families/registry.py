@@ -43,6 +43,8 @@ class Family:
     adapter: Adapter
     input_size: tuple[int, int, int]  # channels, height, width
     num_classes: int
+    task: str  # the data it is trained and evaluated on: "digits" or "imagenet"
+    zoo: tuple[AnchorSpec, ...] = ()  # separately trained networks to compare stitches with
 
     @property
     def anchor_names(self) -> tuple[str, ...]:
@@ -54,13 +56,22 @@ class Family:
 
     def build_anchor(self, index: int, device: Optional[torch.device | str] = None) -> nn.Module:
         """A freshly initialised anchor; on the "meta" device it allocates nothing."""
-        spec = self.anchors[index]
+        return self.build_model(self.anchors[index], device)
+
+    def model_spec(self, name: str) -> AnchorSpec:
+        for spec in self.anchors + self.zoo:
+            if spec.name == name:
+                return spec
+        names = ", ".join(spec.name for spec in self.anchors + self.zoo)
+        raise SnnetError(f"family {self.name} has no model {name!r}: choose from {names}")
+
+    def build_model(self, spec: AnchorSpec, device: Optional[torch.device | str] = None) -> nn.Module:
         with torch.device(device or "cpu"):
             model = timm.create_model(
                 spec.arch, pretrained=False, num_classes=self.num_classes, **spec.arch_args
             )
         if len(self.adapter.blocks(model)) != spec.depth:
-            raise SnnetError(f"anchor {spec.name} has {len(self.adapter.blocks(model))} blocks, "
+            raise SnnetError(f"model {spec.name} has {len(self.adapter.blocks(model))} blocks, "
                              f"its family declares {spec.depth}")
         return model.eval()
 

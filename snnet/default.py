@@ -1,0 +1,157 @@
+"""python -m snnet build-default: the embedded default family, trained from scratch, end to end.
+
+1. every anchor and zoo baseline of `mini` trained alone with one recipe and budget;
+2. SN-Net: the trained anchors, stitching layers least-squares initialised on a few hundred
+   training renders, then trained with one configuration sampled per step;
+3. every configuration and every baseline evaluated on the fixed test split;
+4. the result written to checkpoints/mini/ (safetensors and a human-readable metrics.json).
+Each step resumes where an interrupted run stopped (work folder: runs/default).
+"""
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from snnet.families import get_family
+from snnet.train import TrainConfig, train
+
+FAMILY = "mini"
+RECIPE = TrainConfig(steps=2000, batch_size=128, lr=1e-3, warmup_steps=150, weight_decay=0.05,
+                     label_smoothing=0.1, bf16=False, seed=0)
+SNNET_RECIPE = TrainConfig(steps=1000, batch_size=128, lr=1e-3, anchor_lr=1e-4, warmup_steps=50,
+                           weight_decay=0.05, label_smoothing=0.1, bf16=False, seed=0)
+LEAST_SQUARES_SAMPLES = 256
+
+
+def _train_alone(model_name: str, run_dir: str, config: TrainConfig, threads: int) -> tuple[str, dict]:
+    from snnet.data import train_data
+
+    torch.set_num_threads(threads)
+    family = get_family(FAMILY)
+    torch.manual_seed(config.seed)
+    model = family.build_model(family.model_spec(model_name))
+    return model_name, train(model, train_data(family, config.seed), config, Path(run_dir), show_bar=False)
+
+
+def _finished(run_dir: Path, config: TrainConfig) -> bool:
+    summary = run_dir / "train.json"
+    return (run_dir / "model.safetensors").exists() and summary.exists() and \
+        json.loads(summary.read_text())["config"] == json.loads(json.dumps(config.__dict__))
+
+
+def train_alone(work: Path, jobs: int = 2, config: TrainConfig = RECIPE) -> dict[str, Path]:
+    """Step 1: train anchors and baselines in parallel processes, one thread each (small models
+    are bound by per-operation overhead, so parallel processes beat threads)."""
+    family = get_family(FAMILY)
+    runs = {spec.name: work / "alone" / spec.name for spec in family.anchors + family.zoo}
+    todo = [name for name, run in runs.items() if not _finished(run, config)]
+    print(f"[1/4] training {len(todo)} of {len(runs)} models alone ({config.steps} steps each, {jobs} at a time)",
+          flush=True)
+    # biggest first, so the longest job does not start last
+    todo.sort(key=lambda name: -_step_cost(family, name))
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_train_alone, name, str(runs[name]), config, 1) for name in todo]
+        for future in futures:
+            name, summary = future.result()
+            print(f"      {name}: loss {summary['final_loss']:.3f}, {summary['train_s']:.0f} s "
+                  f"({time.perf_counter() - started:.0f} s elapsed)", flush=True)
+    return runs
+
+
+def _step_cost(family, name: str) -> float:
+    args = family.model_spec(name).arch_args
+    return args["embed_dim"] ** 2 * args["depth"]
+
+
+def train_snnet(work: Path, runs: dict[str, Path], config: TrainConfig = SNNET_RECIPE) -> Path:
+    """Step 2: stitch the trained anchors, least-squares initialise, train with sampled stitches."""
+    from snnet.data import digits_split, train_data
+    from snnet.model import StitchableNet
+    from snnet.stitching import least_squares_init
+    from snnet.weights import load_weights
+
+    run = work / "snnet"
+    if _finished(run, config):
+        print("[2/4] SN-Net already trained", flush=True)
+        return run / "model.safetensors"
+    family = get_family(FAMILY)
+    torch.manual_seed(config.seed)
+    net = StitchableNet.from_family(family)
+    for index, spec in enumerate(family.anchors):
+        load_weights(net.anchors[index], runs[spec.name] / "model.safetensors")
+    if not (run / "checkpoint.pt").exists():
+        # a few hundred training renders, as in the paper; a seed apart from training's epochs
+        images, _ = digits_split("train", 1, seed=777)
+        started = time.perf_counter()
+        residuals = least_squares_init(net, images[:LEAST_SQUARES_SAMPLES].split(64))
+        print(f"[2/4] least-squares init of {net.space.num_layers} stitching layers on "
+              f"{LEAST_SQUARES_SAMPLES} images: {time.perf_counter() - started:.1f} s, mean relative "
+              f"residual {sum(residuals.values()) / len(residuals):.3f}", flush=True)
+    print(f"[2/4] training SN-Net for {config.steps} steps", flush=True)
+    train(net, train_data(family, config.seed + 1), config, run)
+    return run / "model.safetensors"
+
+
+def evaluate_and_ship(work: Path, runs: dict[str, Path], snnet_weights: Path, out: Path) -> dict:
+    """Steps 3 and 4: evaluate everything on the test split and write checkpoints/mini/."""
+    import shutil
+
+    from snnet.api import eval_settings, load_net, metrics
+    from snnet.cost import measure_model, space_rows
+    from snnet.data import eval_set
+    from snnet.evaluate import evaluate_model, latency_ms
+    from snnet.store import Store
+    from snnet.weights import load_weights, save_weights, weights_hash
+
+    family = get_family(FAMILY)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(snnet_weights, out / "snnet.safetensors")
+    net = load_net(FAMILY, out / "snnet.safetensors")
+    print(f"[3/4] evaluating {len(net.space)} configurations on the test split", flush=True)
+    store = Store(work / "store.sqlite")
+    measured = metrics(net, "test", store, show_bar=True)
+    images, labels = eval_set(family, "test")
+    zoo = []
+    for spec in family.anchors + family.zoo:
+        model = load_weights(family.build_model(spec), runs[spec.name] / "model.safetensors")
+        name = f"{spec.name} (alone)" if spec in family.anchors else spec.name
+        save_weights(model, out / "zoo" / f"{spec.name}.safetensors")
+        cost = measure_model(model, family.adapter, family.input_size).total
+        zoo.append({"name": name, "width": spec.arch_args["embed_dim"], "depth": spec.depth,
+                    "gmacs": cost.gmacs, "params_m": cost.params_m,
+                    **evaluate_model(model, images, labels),
+                    "latency_ms": latency_ms(model, images[:1]),
+                    "weights": f"zoo/{spec.name}.safetensors", "source": "trained alone, same recipe"})
+    rows = [{**row, **measured[row["id"]]} for row in space_rows(family, net.space)]
+    summary = {
+        "family": FAMILY,
+        "weights": weights_hash(net),
+        "weights_file": "snnet.safetensors",
+        "split": "test",
+        "settings": eval_settings(net, "test"),
+        "recipe": {"alone": RECIPE.__dict__, "snnet": SNNET_RECIPE.__dict__,
+                   "least_squares_samples": LEAST_SQUARES_SAMPLES},
+        "train_seconds": {name: json.loads((run / "train.json").read_text())["train_s"]
+                          for name, run in {**runs, "snnet": snnet_weights.parent}.items()},
+        "configurations": rows,
+        "zoo": zoo,
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+    print(f"[4/4] wrote {out}", flush=True)
+    return summary
+
+
+def build_default(work: Path = Path("runs/default"), out: Optional[Path] = None, jobs: int = 2) -> dict:
+    from snnet.api import shipped_dir
+
+    out = out or shipped_dir(FAMILY)
+    started = time.perf_counter()
+    runs = train_alone(work, jobs)
+    snnet_weights = train_snnet(work, runs)
+    summary = evaluate_and_ship(work, runs, snnet_weights, out)
+    print(f"done in {time.perf_counter() - started:.0f} s", flush=True)
+    return summary

@@ -1,0 +1,109 @@
+"""Evaluation: top-1, top-5, loss and latency for every configuration of a StitchableNet.
+
+Prefix sharing: a batch's front anchor runs its blocks once, and every stitch that leaves that
+anchor after block j continues from the tokens it had after block j. The numbers are identical
+to running each configuration alone (tests/test_evaluate.py), at a fraction of the cost.
+"""
+import time
+from collections import defaultdict
+from typing import Iterable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from snnet.model import StitchableNet
+
+
+class _Tally:
+    def __init__(self):
+        self.correct1 = self.correct5 = 0
+        self.loss = 0.0
+        self.count = 0
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        logits = logits.float()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        self.correct1 += int((top[:, 0] == labels).sum())
+        self.correct5 += int((top == labels[:, None]).any(dim=1).sum())
+        self.loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+        self.count += len(labels)
+
+    def result(self) -> dict:
+        return {"top1": 100.0 * self.correct1 / self.count, "top5": 100.0 * self.correct5 / self.count,
+                "loss": self.loss / self.count}
+
+
+def _batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> Iterable:
+    for start in range(0, len(images), batch_size):
+        yield images[start: start + batch_size], labels[start: start + batch_size]
+
+
+@torch.no_grad()
+def evaluate_space(
+    net: StitchableNet,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    stitch_ids: Optional[Sequence[int]] = None,
+    batch_size: int = 256,
+    show_bar: bool = False,
+) -> dict[int, dict]:
+    """Accuracy and loss of the chosen configurations (all by default), sharing front prefixes."""
+    net.eval()
+    device = next(net.parameters()).device
+    configs = [net.space[i] for i in (range(len(net.space)) if stitch_ids is None else stitch_ids)]
+    by_front = defaultdict(list)
+    for config in configs:
+        by_front[config.front].append(config)
+    tallies = {config.id: _Tally() for config in configs}
+    batches = list(_batches(images, labels, batch_size))
+    for x, y in tqdm(batches, disable=not show_bar, unit="batch", desc="evaluating"):
+        x, y = x.to(device), y.to(device)
+        for front, leaving in by_front.items():
+            exits = defaultdict(list)
+            for config in leaving:
+                exits["head" if config.kind == "anchor" else config.front_block].append(config)
+            last = len(net.adapter.blocks(net.anchors[front])) - 1 if "head" in exits else \
+                max(c.front_block for c in leaving)
+            tokens = net.adapter.embed(net.anchors[front], x)
+            for j, block in enumerate(net.adapter.blocks(net.anchors[front])[: last + 1]):
+                tokens = block(tokens)
+                for config in exits.get(j, []):
+                    tallies[config.id].add(net.forward_from(config, tokens), y)
+            for config in exits.get("head", []):
+                tallies[config.id].add(net.adapter.head(net.anchors[front], tokens), y)
+    return {stitch_id: tally.result() for stitch_id, tally in tallies.items()}
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> dict:
+    model.eval()
+    device = next(model.parameters()).device
+    tally = _Tally()
+    for x, y in _batches(images, labels, batch_size):
+        tally.add(model(x.to(device)), y.to(device))
+    return tally.result()
+
+
+@torch.no_grad()
+def latency_ms(forward, sample: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time of one forward pass on `sample` (synchronised on CUDA)."""
+    times = []
+    for i in range(warmup + repeats):
+        if sample.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        forward(sample)
+        if sample.is_cuda:
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def space_latency(net: StitchableNet, sample: torch.Tensor, stitch_ids: Optional[Sequence[int]] = None,
+                  repeats: int = 20) -> dict[int, float]:
+    net.eval()
+    ids = range(len(net.space)) if stitch_ids is None else stitch_ids
+    return {i: latency_ms(lambda x, i=i: net(x, stitch=i), sample, repeats) for i in ids}

@@ -1,0 +1,244 @@
+"""Training: single models from scratch and SN-Net stitching, in one visible loop.
+
+SN-Net training samples one configuration per iteration (StitchableNet does that in training
+mode), with AdamW, linear warm-up then cosine decay, and a learning rate for the anchors apart
+from the stitching layers'. Runs are deterministic from the seed and resume from their last
+checkpoint. Under torchrun every rank runs this same code on its share of each batch; rank 0
+alone writes.
+"""
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from snnet.errors import SnnetError
+from snnet.model import StitchableNet
+from snnet.weights import save_weights
+
+SAMPLING = ("uniform", "flops")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-3  # single models, and the stitching layers of SN-Net
+    anchor_lr: float = 1e-4  # the anchors inside SN-Net (the reference uses about 10x lower)
+    weight_decay: float = 0.05
+    warmup_steps: int = 150
+    label_smoothing: float = 0.1
+    sampling: str = "uniform"  # SN-Net: uniform over configurations, or over FLOPs groups
+    stitches: Optional[list[int]] = None  # SN-Net: sample only these configurations
+    seed: int = 0
+    checkpoint_every: int = 250
+    device: str = "auto"
+    bf16: bool = True  # bf16 autocast on CUDA; on CPU only where it is faster (see BENCHMARKS.md)
+
+
+@dataclass
+class Progress:
+    step: int
+    steps: int
+    loss: float
+    lr: float
+    images_per_s: float
+    eta_s: float
+    stitch: Optional[int] = None
+    done: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SnnetError(f"device {name!r} was asked for but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def distributed_context() -> tuple[int, int, int]:
+    """(rank, world size, local rank); starts the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """No weight decay on biases, norms and embeddings; anchors of SN-Net at their own rate."""
+    groups = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        anchor = isinstance(model, StitchableNet) and name.startswith("anchors.")
+        decay = param.ndim > 1 and not name.endswith(("pos_embed", "cls_token", "reg_token"))
+        lr = config.anchor_lr if anchor else config.lr
+        key = (lr, decay)
+        groups.setdefault(key, {"params": [], "lr": lr, "weight_decay": config.weight_decay if decay else 0.0})
+        groups[key]["params"].append(param)
+    for group in groups.values():
+        group["initial_lr"] = group["lr"]
+    return list(groups.values())
+
+
+def flops_group_weights(gmacs: list[float], allowed: list[int], groups: int = 10) -> torch.Tensor:
+    """Sampling weights that make every FLOPs interval equally likely (SN-Netv2's balanced sampling)."""
+    low, high = min(gmacs[i] for i in allowed), max(gmacs[i] for i in allowed)
+    width = (high - low) / groups or 1.0
+    bins = {i: min(groups - 1, int((gmacs[i] - low) / width)) for i in allowed}
+    sizes = {b: list(bins.values()).count(b) for b in set(bins.values())}
+    weights = torch.zeros(len(gmacs))
+    for i, b in bins.items():
+        weights[i] = 1.0 / (len(sizes) * sizes[b])
+    return weights
+
+
+def configure_sampling(net: StitchableNet, config: TrainConfig) -> None:
+    if config.sampling not in SAMPLING:
+        raise SnnetError(f"unknown sampling {config.sampling!r}: choose from {', '.join(SAMPLING)}")
+    allowed = config.stitches if config.stitches is not None else list(range(len(net.space)))
+    for stitch_id in allowed:
+        net.space[stitch_id]  # validates the id
+    if config.sampling == "flops":
+        from snnet.cost import space_costs
+
+        weights = flops_group_weights([c.gmacs for c in space_costs(net.family, net.space)], allowed)
+    else:
+        weights = torch.zeros(len(net.space))
+        weights[allowed] = 1.0
+    net.sampling_weights = weights
+
+
+EpochData = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # epoch -> (images, labels)
+
+
+def _epoch_batches(data: EpochData, epoch: int, config: TrainConfig):
+    images, labels = data(epoch)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
+    usable = len(order) - len(order) % config.batch_size
+    for start in range(0, usable, config.batch_size):
+        index = order[start: start + config.batch_size]
+        yield images[index], labels[index]
+
+
+def _steps_per_epoch(data: EpochData, config: TrainConfig) -> int:
+    count = len(data(0)[1]) // config.batch_size
+    if count == 0:
+        raise SnnetError(f"batch size {config.batch_size} is larger than an epoch of training data")
+    return count
+
+
+def train(
+    model: nn.Module,
+    data: EpochData,
+    config: TrainConfig,
+    out_dir: Path,
+    progress: Optional[Callable[[Progress], None]] = None,
+    show_bar: bool = True,
+) -> dict:
+    """Train `model` (a plain classifier or a StitchableNet) and write `out_dir/model.safetensors`."""
+    rank, world, local_rank = distributed_context()
+    device = resolve_device(config.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+    out_dir = Path(out_dir)
+    model.to(device).train()
+    if isinstance(model, StitchableNet):
+        model.generator.manual_seed(config.seed * 1_000_003 + rank)  # each rank samples its own stitch
+        configure_sampling(model, config)
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(param_groups(model, config), betas=(0.9, 0.999))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    start_step = _resume(model, optimizer, scheduler, out_dir / "checkpoint.pt", config)
+    runner = model
+    if world > 1:
+        runner = nn.parallel.DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None,
+            find_unused_parameters=isinstance(model, StitchableNet))
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
+    steps_per_epoch = _steps_per_epoch(data, config)
+    bar = tqdm(total=config.steps, initial=start_step, disable=not show_bar or rank != 0, unit="step")
+    step, started, loss_avg = start_step, time.perf_counter(), None
+    while step < config.steps:
+        epoch = step // steps_per_epoch
+        for index, (images, labels) in enumerate(_epoch_batches(data, epoch, config)):
+            if index < step % steps_per_epoch:
+                continue  # resuming inside an epoch
+            images, labels = images[rank::world].to(device), labels[rank::world].to(device)
+            with autocast:
+                loss = criterion(runner(images).float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            loss_value = float(loss.detach())
+            loss_avg = loss_value if loss_avg is None else 0.95 * loss_avg + 0.05 * loss_value
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_avg:.3f}")
+            if rank == 0 and progress is not None:
+                rate = (step - start_step) / (time.perf_counter() - started)
+                progress(Progress(step, config.steps, loss_avg, scheduler.get_last_lr()[-1],
+                                  rate * config.batch_size, (config.steps - step) / rate,
+                                  getattr(model, "last_stitch", None) if isinstance(model, StitchableNet) else None))
+            if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
+                _save_checkpoint(model, optimizer, scheduler, step, out_dir / "checkpoint.pt", config)
+            if step >= config.steps:
+                break
+    bar.close()
+    summary = {"steps": config.steps, "final_loss": loss_avg, "train_s": time.perf_counter() - started,
+               "config": asdict(config)}
+    if rank == 0:
+        save_weights(model, out_dir / "model.safetensors")
+        (out_dir / "train.json").write_text(json.dumps(summary, indent=1))
+    if world > 1:
+        dist.barrier()
+    return summary
+
+
+def _save_checkpoint(model, optimizer, scheduler, step, path: Path, config: TrainConfig) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "step": step, "config": json.dumps(asdict(config))}
+    if isinstance(model, StitchableNet):
+        state["sampler"] = model.generator.get_state()
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
+    temporary.replace(path)  # a crash mid-save never leaves a broken checkpoint
+
+
+def _resume(model, optimizer, scheduler, path: Path, config: TrainConfig) -> int:
+    if not path.exists():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=True)  # never runs code from the file
+    saved = json.loads(state["config"])
+    if saved["steps"] != config.steps or saved["seed"] != config.seed:
+        raise SnnetError(f"{path} belongs to a run with other settings (steps {saved['steps']}, "
+                         f"seed {saved['seed']}): remove it or pick another output folder")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if "sampler" in state:
+        model.generator.set_state(state["sampler"])
+    return int(state["step"])
