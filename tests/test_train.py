@@ -1,0 +1,87 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from snnet.data import train_data
+from snnet.errors import SnnetError
+from snnet.model import StitchableNet
+from snnet.train import Progress, TrainConfig, flops_group_weights, train
+from snnet.weights import read_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(steps=6, batch_size=16, warmup_steps=2, checkpoint_every=3, device="cpu", bf16=False)
+
+
+def _fresh(mini, name="mini_tiny"):
+    torch.manual_seed(0)
+    return mini.build_model(mini.model_spec(name))
+
+
+def test_training_lowers_the_loss_and_writes_weights(mini, tmp_path):
+    losses = []
+    config = TrainConfig(**{**TINY, "steps": 30, "lr": 3e-3})
+    summary = train(_fresh(mini), train_data(mini), config, tmp_path, progress=lambda p: losses.append(p.loss),
+                    show_bar=False)
+    assert (tmp_path / "model.safetensors").exists() and json.loads((tmp_path / "train.json").read_text())
+    assert len(losses) == 30 and losses[-1] < losses[0]
+    assert summary["final_loss"] == pytest.approx(losses[-1])
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(mini, tmp_path):
+    config = TrainConfig(**TINY)
+    train(_fresh(mini), train_data(mini), config, tmp_path / "straight", show_bar=False)
+
+    def crash(progress: Progress):
+        if progress.step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_fresh(mini), train_data(mini), config, tmp_path / "resumed", progress=crash, show_bar=False)
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    train(_fresh(mini), train_data(mini), config, tmp_path / "resumed", show_bar=False)
+    straight = read_weights(tmp_path / "straight" / "model.safetensors")
+    resumed = read_weights(tmp_path / "resumed" / "model.safetensors")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    with pytest.raises(SnnetError, match="belongs to a run with other settings"):
+        train(_fresh(mini), train_data(mini), TrainConfig(**{**TINY, "steps": 9}), tmp_path / "resumed", show_bar=False)
+
+
+def test_snnet_training_samples_only_the_chosen_stitches_and_moves_anchors_slower(mini, tmp_path):
+    torch.manual_seed(0)
+    net = StitchableNet.from_family(mini)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    seen = []
+    config = TrainConfig(**{**TINY, "steps": 12, "stitches": [3, 24, 40], "lr": 1e-2, "anchor_lr": 1e-4})
+    train(net, train_data(mini), config, tmp_path, progress=lambda p: seen.append(p.stitch), show_bar=False)
+    assert set(seen) <= {3, 24, 40} and len(set(seen)) > 1
+    after = net.state_dict()
+    layer = net.space[24].layer
+    moved = lambda k: float((after[k] - before[k]).abs().max())
+    assert moved(f"stitch_layers.{layer}.weight") > 10 * moved("anchors.1.blocks.11.mlp.fc2.weight") > 0
+
+
+def test_flops_sampling_gives_every_cost_interval_the_same_mass():
+    gmacs = [1.0, 1.1, 1.2, 1.3, 5.0, 9.0, 9.1]
+    weights = flops_group_weights(gmacs, list(range(7)), groups=4)
+    assert weights.sum().item() == pytest.approx(1.0)
+    assert weights[4].item() == pytest.approx(1 / 3)  # alone in its interval
+    assert weights[0].item() == pytest.approx(1 / 12)  # one of four in its interval
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_processes(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "snnet", "train",
+         "--family", "mini", "--model", "mini_tiny", "--steps", "4", "--batch-size", "16", "--warmup-steps", "1",
+         "--device", "cpu", "--out", str(tmp_path / "ddp"), "--progress-json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [line["step"] for line in lines if not line["done"]] == [1, 2, 3, 4]  # rank 0 alone reports
+    assert lines[-1]["done"] and (tmp_path / "ddp" / "model.safetensors").exists()
