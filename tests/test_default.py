@@ -1,0 +1,74 @@
+"""The shipped embedded default: real figures that reproduce, in the shape the paper predicts."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import pandas as pd
+
+from snnet.api import load_net, shipped_dir
+from snnet.data import eval_set
+from snnet.evaluate import evaluate_model, evaluate_space
+from snnet.families import get_family
+from snnet.weights import load_weights, weights_hash
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = shipped_dir("mini")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return json.loads((SHIPPED / "metrics.json").read_text())
+
+
+def test_shipped_files_are_small_and_match_their_metrics(shipped):
+    size = sum(f.stat().st_size for f in (ROOT / "checkpoints").rglob("*") if f.is_file())
+    assert size <= 30 * 2**20
+    net = load_net("mini")
+    assert weights_hash(net) == shipped["weights"]
+    assert len(shipped["configurations"]) == len(net.space) == 71 and len(shipped["zoo"]) >= 9
+
+
+def test_shipped_figures_reproduce(shipped):
+    net = load_net("mini")
+    images, labels = eval_set(net.family, "test")
+    ids = [0, 1, 2, 24, 56]
+    measured = evaluate_space(net, images, labels, ids)
+    for stitch_id in ids:
+        assert measured[stitch_id]["top1"] == pytest.approx(shipped["configurations"][stitch_id]["top1"], abs=1e-9)
+    family = get_family("mini")
+    entry = shipped["zoo"][0]
+    spec = family.model_spec(Path(entry["weights"]).stem)
+    model = load_weights(family.build_model(spec), SHIPPED / entry["weights"])
+    assert evaluate_model(model, images, labels)["top1"] == pytest.approx(entry["top1"], abs=1e-9)
+
+
+def test_anchors_separate_and_stitches_interpolate(shipped):
+    rows = shipped["configurations"]
+    ti, s, b = (rows[i]["top1"] for i in range(3))
+    assert ti < s < b and b - ti >= 6 and s - ti >= 2 and b - s >= 2
+    stitches = [r for r in rows if r["kind"] == "stitch"]
+    anchor_top1 = {r["front"]: r["top1"] for r in rows[:3]}
+    inside = [min(anchor_top1[r["front"]], anchor_top1[r["back"]]) - 2 <= r["top1"]
+              <= max(anchor_top1[r["front"]], anchor_top1[r["back"]]) + 2 for r in stitches]
+    assert sum(inside) >= 0.8 * len(stitches)
+    ranks = pd.DataFrame(rows)[["gmacs", "top1"]].rank()
+    assert ranks["gmacs"].corr(ranks["top1"]) >= 0.6  # Spearman: Pearson of the ranks
+
+
+def test_results_cli_reads_the_shipped_metrics_without_evaluating(tmp_path):
+    env = {**os.environ, "SNNET_HOME": str(tmp_path), "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run([sys.executable, "-m", "snnet", "results", "--family", "mini", "--json"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    configs = [r for r in rows if r["kind"] != "zoo"]
+    zoo = [r for r in rows if r["kind"] == "zoo"]
+    assert len(configs) == 71 and len(zoo) >= 9
+    assert {"id", "kind", "front", "back", "front_block", "back_block", "layer", "gmacs", "params_m",
+            "top1", "top5", "latency_ms"} <= set(configs[0])
+    assert {"name", "gmacs", "params_m", "top1"} <= set(zoo[0])
+    assert (tmp_path / "store.sqlite").exists()
