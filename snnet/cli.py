@@ -201,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stitches", help="SN-Net: comma-separated ids to sample from (default: all)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto")
-    train.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    train.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                       help="bf16 autocast (default: on for CUDA, off for CPU)")
     train.add_argument("--progress-json", action="store_true", help="JSON lines of progress on stdout")
     train.set_defaults(run=cmd_train)
 

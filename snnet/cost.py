@@ -149,6 +149,12 @@ def config_cost(anchors: list[AnchorCost], config: Config, final_norm: bool = Tr
     return sum_costs([front.embed, *front.blocks[: j + 1], layer, *back.blocks[k:], head])
 
 
+def trace_config_macs(net, stitch_id: int) -> int:
+    """MACs of one configuration of a StitchableNet by a full fvcore trace (a cross-check of the sums)."""
+    x = torch.zeros(1, *net.family.input_size, device=next(net.parameters()).device)
+    return trace_macs(_Piece(lambda inp: net(inp, stitch=stitch_id), net), x)
+
+
 def space_costs(family: Family, space: StitchSpace, final_norm: bool = True) -> list[Cost]:
     anchors = anchor_costs(family)
     return [config_cost(anchors, config, final_norm) for config in space]

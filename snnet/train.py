@@ -10,7 +10,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -40,7 +40,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 250
     device: str = "auto"
-    bf16: bool = True  # bf16 autocast on CUDA; on CPU only where it is faster (see BENCHMARKS.md)
+    bf16: Optional[bool] = None  # bf16 autocast; None: on for CUDA, off for CPU (slower there for small models)
 
 
 @dataclass
@@ -53,7 +53,6 @@ class Progress:
     eta_s: float
     stitch: Optional[int] = None
     done: bool = False
-    extra: dict = field(default_factory=dict)
 
     def json(self) -> str:
         return json.dumps(asdict(self))
@@ -176,7 +175,8 @@ def train(
             model, device_ids=[local_rank] if device.type == "cuda" else None,
             find_unused_parameters=isinstance(model, StitchableNet))
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
+    bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     steps_per_epoch = _steps_per_epoch(data, config)
     bar = tqdm(total=config.steps, initial=start_step, disable=not show_bar or rank != 0, unit="step")
     step, started, loss_avg = start_step, time.perf_counter(), None
