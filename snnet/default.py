@@ -21,7 +21,7 @@ from snnet.train import TrainConfig, train
 FAMILY = "mini"
 RECIPE = TrainConfig(steps=2000, batch_size=128, lr=1e-3, warmup_steps=150, weight_decay=0.05,
                      label_smoothing=0.1, bf16=False, seed=0)
-SNNET_RECIPE = TrainConfig(steps=1000, batch_size=128, lr=1e-3, anchor_lr=1e-4, warmup_steps=50,
+SNNET_RECIPE = TrainConfig(steps=3000, batch_size=128, lr=1e-3, anchor_lr=1e-4, warmup_steps=50,
                            weight_decay=0.05, label_smoothing=0.1, bf16=False, seed=0)
 LEAST_SQUARES_SAMPLES = 256
 

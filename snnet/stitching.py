@@ -9,8 +9,10 @@ which also handles rank-deficient activations (minimum-norm solution).
 Positions that share a layer (a sliding window) are fitted by one of two rules:
   "joint": one solve over all of the window's positions, min sum_p ||[A_p 1] X - B_p||^2;
   "mean":  the SN-Net reference rule, the average of the per-position solutions.
-"joint" is the default: it minimises exactly the error the shared layer makes, and it fits
-better on held-out samples too (see `python -m snnet bench` and BENCHMARKS.md).
+"joint" is the default: it minimises exactly the error the shared layer makes. On the trained mini
+anchors it also fits held-out samples better (relative residual 0.396 against 0.405), while the
+stitches' accuracy straight after initialisation is the same within noise (50.0 % against 50.4 % on
+900 validation images); `python -m snnet bench` measures both (BENCHMARKS.md).
 """
 from collections import defaultdict
 from dataclasses import dataclass, field

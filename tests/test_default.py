@@ -54,6 +54,16 @@ def test_anchors_separate_and_accuracy_rises_with_cost(shipped):
     assert ranks["gmacs"].corr(ranks["top1"]) >= 0.6  # Spearman: Pearson of the ranks
 
 
+def test_stitches_interpolate_between_their_anchors(shipped):
+    rows = shipped["configurations"]
+    anchor_top1 = {r["front"]: r["top1"] for r in rows if r["kind"] == "anchor"}
+    stitches = [r for r in rows if r["kind"] == "stitch"]
+    low = lambda r: min(anchor_top1[r["front"]], anchor_top1[r["back"]])
+    high = lambda r: max(anchor_top1[r["front"]], anchor_top1[r["back"]])
+    inside = [low(r) - 2 <= r["top1"] <= high(r) + 2 for r in stitches]
+    assert sum(inside) >= 0.8 * len(stitches)
+
+
 def test_results_cli_reads_the_shipped_metrics_without_evaluating(tmp_path):
     env = {**os.environ, "SNNET_HOME": str(tmp_path), "PYTHONWARNINGS": "ignore"}
     result = subprocess.run([sys.executable, "-m", "snnet", "results", "--family", "mini", "--json"], cwd=ROOT,
