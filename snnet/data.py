@@ -8,6 +8,7 @@ seen in two splits; the test split is fixed, training renders fresh variations e
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -176,6 +177,27 @@ def load_image(path) -> "Image.Image":
         raise SnnetError(f"{path}: not a readable image ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
 
 
+def data_config(family) -> dict:
+    """timm's data config of the family's anchors (input size, interpolation, crop, mean, std)."""
+    from snnet._timm import timm  # noqa: F401  (timm.data needs the torchvision fix)
+    from timm.data import resolve_data_config
+
+    return resolve_data_config({}, model=family.build_anchor(0, device="meta"))
+
+
+def image_folder(root, family, training: bool = False):
+    """An ImageNet-style folder (root/<class>/<image>) with the family's timm transforms."""
+    from timm.data import ImageDataset, create_transform
+
+    root = Path(root)
+    if not root.is_dir():
+        raise SnnetError(f"image folder {root} not found")
+    dataset = ImageDataset(str(root), transform=create_transform(**data_config(family), is_training=training))
+    if len(dataset) == 0:
+        raise SnnetError(f"image folder {root} holds no images in class sub-folders")
+    return dataset
+
+
 def preprocess(family, image) -> torch.Tensor:
     """One image (any mode, any size) as the family's training data looked: (C, H, W), normalised."""
     from snnet._timm import timm  # noqa: F401  (timm's data transforms need torchvision)
@@ -193,8 +215,6 @@ def preprocess(family, image) -> torch.Tensor:
         transform = create_transform(input_size=(1, height, width), interpolation="bilinear",
                                      mean=DIGIT_MEAN, std=DIGIT_STD, crop_pct=1.0)
     else:
-        from timm.data import resolve_data_config
-
         image = image.convert("RGB")
-        transform = create_transform(**resolve_data_config({}, model=family.build_anchor(0, device="meta")))
+        transform = create_transform(**data_config(family))
     return transform(image)

@@ -80,3 +80,25 @@ def test_unreadable_images_name_the_file(tmp_path):
         load_image(broken)
     with pytest.raises(SnnetError, match=r"missing.jpg: no such file"):
         load_image(tmp_path / "missing.jpg")
+
+
+def test_an_imagenet_style_folder_gets_the_anchors_transforms(tmp_path):
+    from snnet.data import data_config, image_folder
+    from snnet.families import get_family
+
+    deit = get_family("deit")
+    for label, colour in [("n01440764", "red"), ("n01443537", "blue")]:
+        (tmp_path / label).mkdir()
+        for i in range(2):
+            Image.new("RGB", (300 + 40 * i, 260), colour).save(tmp_path / label / f"{i}.JPEG")
+    dataset = image_folder(tmp_path, deit)
+    assert len(dataset) == 4
+    x, y = dataset[3]
+    assert x.shape == (3, 224, 224) and y == 1
+    config = data_config(deit)
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    assert config["input_size"] == (3, 224, 224) and config["interpolation"] == "bicubic"
+    assert config["mean"] == IMAGENET_DEFAULT_MEAN and config["std"] == IMAGENET_DEFAULT_STD
+    with pytest.raises(SnnetError, match="not found"):
+        image_folder(tmp_path / "nope", deit)
