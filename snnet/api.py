@@ -13,7 +13,7 @@ from snnet.cost import space_rows
 from snnet.data import class_labels, eval_set, eval_set_key, load_image, preprocess
 from snnet.errors import SnnetError
 from snnet.evaluate import evaluate_space, latency_ms, space_latency
-from snnet.families import Family, get_family
+from snnet.families import get_family
 from snnet.model import StitchableNet
 from snnet.store import Store, settings_key
 from snnet.weights import load_weights, weights_hash

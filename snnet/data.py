@@ -179,10 +179,17 @@ def load_image(path) -> "Image.Image":
 
 def data_config(family) -> dict:
     """timm's data config of the family's anchors (input size, interpolation, crop, mean, std)."""
+    return dict(_data_config(family.name))
+
+
+@lru_cache(maxsize=None)
+def _data_config(family_name: str) -> tuple:
     from snnet._timm import timm  # noqa: F401  (timm.data needs the torchvision fix)
     from timm.data import resolve_data_config
 
-    return resolve_data_config({}, model=family.build_anchor(0, device="meta"))
+    from snnet.families import get_family
+
+    return tuple(resolve_data_config({}, model=get_family(family_name).build_anchor(0, device="meta")).items())
 
 
 def image_folder(root, family, training: bool = False):

@@ -131,8 +131,8 @@ def configure_sampling(net: StitchableNet, config: TrainConfig) -> None:
 EpochData = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # epoch -> (images, labels)
 
 
-def _epoch_batches(data: EpochData, epoch: int, config: TrainConfig):
-    images, labels = data(epoch)
+def _epoch_batches(epoch_data: tuple[torch.Tensor, torch.Tensor], epoch: int, config: TrainConfig):
+    images, labels = epoch_data
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
     usable = len(order) - len(order) % config.batch_size
     for start in range(0, usable, config.batch_size):
@@ -140,8 +140,8 @@ def _epoch_batches(data: EpochData, epoch: int, config: TrainConfig):
         yield images[index], labels[index]
 
 
-def _steps_per_epoch(data: EpochData, config: TrainConfig) -> int:
-    count = len(data(0)[1]) // config.batch_size
+def _steps_per_epoch(first_epoch: tuple[torch.Tensor, torch.Tensor], config: TrainConfig) -> int:
+    count = len(first_epoch[1]) // config.batch_size
     if count == 0:
         raise SnnetError(f"batch size {config.batch_size} is larger than an epoch of training data")
     return count
@@ -177,12 +177,14 @@ def train(
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda"
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-    steps_per_epoch = _steps_per_epoch(data, config)
+    first_epoch = data(0)  # every epoch has the same size; this one is reused, not rendered twice
+    steps_per_epoch = _steps_per_epoch(first_epoch, config)
     bar = tqdm(total=config.steps, initial=start_step, disable=not show_bar or rank != 0, unit="step")
     step, started, loss_avg = start_step, time.perf_counter(), None
     while step < config.steps:
         epoch = step // steps_per_epoch
-        for index, (images, labels) in enumerate(_epoch_batches(data, epoch, config)):
+        epoch_data = first_epoch if epoch == 0 else data(epoch)
+        for index, (images, labels) in enumerate(_epoch_batches(epoch_data, epoch, config)):
             if index < step % steps_per_epoch:
                 continue  # resuming inside an epoch
             images, labels = images[rank::world].to(device), labels[rank::world].to(device)
