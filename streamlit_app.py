@@ -1,4 +1,4 @@
-"""Entry point of the explorer: `streamlit run streamlit_app.py`."""
-from app.space_view import render
+"""Entry point of the explorer: `streamlit run streamlit_app.py [-- --family F --weights W --official-compat]`."""
+from app.main import render
 
 render()

@@ -4,19 +4,21 @@ load the shipped or given weights -> results (from the store; what it lacks come
 metrics file when the weights match, else is evaluated and stored) -> predictions.
 """
 import json
+import os
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
 from snnet.cost import space_rows
-from snnet.data import class_labels, eval_set, eval_set_key, load_image, preprocess
+from snnet.data import class_labels, default_split, eval_folder, eval_set, eval_set_key, load_image, preprocess
 from snnet.errors import SnnetError
-from snnet.evaluate import evaluate_space, latency_ms, space_latency
+from snnet.evaluate import evaluate_batches, evaluate_space, folder_loader, latency_ms, space_latency
 from snnet.families import get_family
 from snnet.model import StitchableNet
 from snnet.store import Store, settings_key
 from snnet.weights import load_weights, weights_hash
+from snnet.zoo import timm_zoo
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 
@@ -25,23 +27,35 @@ def shipped_dir(family_name: str) -> Path:
     return CHECKPOINTS / family_name
 
 
-def load_net(family_name: str, weights: Optional[Path] = None, device: str = "cpu") -> StitchableNet:
-    """A StitchableNet with the given weights, or the family's shipped ones."""
+def load_net(family_name: str, weights: Optional[Path] = None, device: str = "cpu",
+             official_compat: bool = False) -> StitchableNet:
+    """A StitchableNet with the given weights, or the family's shipped ones.
+
+    official_compat: stitched paths skip the back anchor's final norm, as the reference code does.
+    """
     family = get_family(family_name)
     path = Path(weights) if weights else shipped_dir(family_name) / "snnet.safetensors"
     if weights is None and not path.exists():
-        raise SnnetError(f"no shipped weights for family {family_name} ({path} is missing): "
-                         f"give --weights PATH{', or run python -m snnet build-default' if family_name == 'mini' else ''}")
+        if family.task == "digits":
+            raise SnnetError(f"no shipped weights for family {family_name} ({path} is missing): give --weights PATH"
+                             f"{', or run python -m snnet build-default' if family_name == 'mini' else ''}")
+        raise SnnetError(f"no SN-Net weights for family {family_name} ({path} is missing): import the released ones "
+                         f"with python -m snnet convert-official SRC --out {path}, build them from the timm anchors "
+                         f"with python -m snnet init --family {family_name} --data DIR, or give --weights PATH")
     torch.manual_seed(0)
     net = StitchableNet.from_family(family)
     load_weights(net, path)
+    net.final_norm = not official_compat
     return net.to(device).eval()
 
 
-def eval_settings(net: StitchableNet, split: str) -> str:
+def eval_settings(net: StitchableNet, split: str, dataset=None, bf16: bool = False) -> str:
+    """The cache key of an evaluation; `dataset` is the image folder of an ImageNet family."""
     space = net.space
+    precision = {"precision": "bf16"} if bf16 else {}  # fp32 keys stay as they always were
     return settings_key(kernel=space.kernel, stride=space.stride, direction=space.direction,
-                        final_norm=net.final_norm, split=split, data=eval_set_key(net.family, split))
+                        final_norm=net.final_norm, split=split, data=eval_set_key(net.family, split, dataset),
+                        **precision)
 
 
 def _shipped_metrics(family_name: str) -> Optional[dict]:
@@ -49,12 +63,54 @@ def _shipped_metrics(family_name: str) -> Optional[dict]:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def metrics(net: StitchableNet, split: str = "test", store: Optional[Store] = None,
-            compute_missing: bool = True, show_bar: bool = False) -> dict[int, dict]:
-    """Per-configuration metrics of `net`, from the cache when known."""
+def evaluation_folder(net: StitchableNet, split: str, data=None, needed: bool = True):
+    """The image folder an ImageNet family is evaluated on (None for in-memory sets, or when no
+    folder is given and none is needed, as when only cached numbers are asked for)."""
+    if net.family.task == "digits" or not (needed or data or os.environ.get("SNNET_IMAGENET")):
+        return None
+    return eval_folder(net.family, split, data)
+
+
+def evaluate(net: StitchableNet, split: str, stitch_ids: Optional[Sequence[int]] = None, store: Optional[Store] = None,
+             dataset=None, batch_size: int = 256, workers: int = 4, bf16: bool = False,
+             show_bar: bool = False) -> dict[int, dict]:
+    """Measure configurations (top-1, top-5, loss, latency) and store them; under torchrun each rank
+    evaluates its shard of a folder and rank 0 alone measures latency and writes."""
+    import torch.distributed as dist
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    ids = list(range(len(net.space))) if stitch_ids is None else list(stitch_ids)
+    device = next(net.parameters()).device
+    if dataset is None:
+        images, labels = eval_set(net.family, split)
+        if world > 1:  # each rank its share; evaluate_batches sums the tallies
+            images, labels = images[rank::world], labels[rank::world]
+        measured = evaluate_space(net, images, labels, ids, batch_size, show_bar=show_bar, bf16=bf16)
+        sample = images[:1]
+    else:
+        loader = folder_loader(dataset, batch_size, workers)
+        measured = evaluate_batches(net, loader, ids, show_bar and rank == 0, total=len(loader), bf16=bf16)
+        sample = dataset[0][0][None]
+    if rank == 0:
+        for stitch_id, latency in space_latency(net, sample.to(device), ids).items():
+            measured[stitch_id]["latency_ms"] = latency
+        (store or Store()).put_metrics(net.family.name, weights_hash(net), split,
+                                       eval_settings(net, split, dataset, bf16), measured)
+    return measured
+
+
+def metrics(net: StitchableNet, split: Optional[str] = None, store: Optional[Store] = None,
+            compute_missing: bool = True, show_bar: bool = False,
+            stitch_ids: Optional[Sequence[int]] = None, data=None) -> dict[int, dict]:
+    """Per-configuration metrics of `net` (all, or `stitch_ids`), from the cache when known.
+
+    `data`: an ImageNet family's image folder (DIR with val/<wnid>/*.JPEG; default $SNNET_IMAGENET).
+    """
     store = store or Store()
+    split = split or default_split(net.family)
     family, weights = net.family.name, weights_hash(net)
-    settings = eval_settings(net, split)
+    dataset = evaluation_folder(net, split, data, needed=compute_missing)
+    settings = eval_settings(net, split, dataset)
     known = store.get_metrics(family, weights, split, settings)
     if len(known) < len(net.space):
         shipped = _shipped_metrics(family)
@@ -63,25 +119,26 @@ def metrics(net: StitchableNet, split: str = "test", store: Optional[Store] = No
                               {row["id"]: row for row in shipped["configurations"]})
             store.put_zoo(family, split, shipped["zoo"])
             known = store.get_metrics(family, weights, split, settings)
-    missing = [i for i in range(len(net.space)) if i not in known]
+    wanted = range(len(net.space)) if stitch_ids is None else stitch_ids
+    missing = [i for i in wanted if i not in known]
     if missing and compute_missing:
-        images, labels = eval_set(net.family, split)
-        device = next(net.parameters()).device
-        measured = evaluate_space(net, images, labels, missing, show_bar=show_bar)
-        for stitch_id, latency in space_latency(net, images[:1].to(device), missing).items():
-            measured[stitch_id]["latency_ms"] = latency
-        store.put_metrics(family, weights, split, settings, measured)
-        known = {**known, **measured}
+        known = {**known, **evaluate(net, split, missing, store, dataset, show_bar=show_bar)}
     return known
 
 
-def results(net: StitchableNet, split: str = "test", store: Optional[Store] = None, show_bar: bool = False) -> list[dict]:
-    """One row per configuration (cost and metrics), then one per zoo model (kind "zoo")."""
+def results(net: StitchableNet, split: Optional[str] = None, store: Optional[Store] = None, show_bar: bool = False,
+            compute_missing: bool = True, data=None, zoo_csv: Optional[Path] = None) -> list[dict]:
+    """One row per configuration (cost and metrics), then one per zoo model (kind "zoo").
+
+    With compute_missing=False nothing is evaluated: configurations not in the cache have no metrics.
+    The zoo of an ImageNet family is timm's published figures (curated, or the CSV at `zoo_csv`).
+    """
     store = store or Store()
-    measured = metrics(net, split, store, show_bar=show_bar)
-    rows = [{**row, **measured[row["id"]]} for row in space_rows(net.family, net.space, net.final_norm)]
-    zoo = [{"kind": "zoo", **row} for row in store.get_zoo(net.family.name, split)]
-    return rows + zoo
+    split = split or default_split(net.family)
+    measured = metrics(net, split, store, compute_missing=compute_missing, show_bar=show_bar, data=data)
+    rows = [{**row, **measured.get(row["id"], {})} for row in space_rows(net.family, net.space, net.final_norm)]
+    zoo_rows = timm_zoo(zoo_csv) if net.family.task == "imagenet" else store.get_zoo(net.family.name, split)
+    return rows + [{"kind": "zoo", **row} for row in zoo_rows]
 
 
 def predict(net: StitchableNet, stitch: int, images: Sequence, top: int = 5) -> list[dict]:

@@ -14,6 +14,16 @@ def _add_space_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--direction", default="fast-to-slow", choices=["fast-to-slow", "slow-to-fast"])
 
 
+OFFICIAL_COMPAT_HELP = ("stitched paths skip the back anchor's final norm, as the SN-Net reference code "
+                        "(and its released weights) do")
+
+
+def _add_imagenet_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="ImageNet-style folder of an ImageNet family (DIR/<split>/<wnid>/*.JPEG; "
+                                       "default $SNNET_IMAGENET)")
+    parser.add_argument("--official-compat", action="store_true", help=OFFICIAL_COMPAT_HELP)
+
+
 def _format_table(rows: list[dict]) -> str:
     header = f"{'id':>4}  {'kind':<6}  {'front':<14}  {'back':<14}  {'blocks':>7}  {'layer':>5}  {'GMACs':>8}  {'params (M)':>10}"
     lines = [header, "-" * len(header)]
@@ -59,7 +69,8 @@ def _parse_ids(text: Optional[str]) -> Optional[list[int]]:
 def cmd_results(args: argparse.Namespace) -> None:
     from snnet.api import load_net, results
 
-    rows = results(load_net(args.family, args.weights), args.split, show_bar=not args.json)
+    net = load_net(args.family, args.weights, official_compat=args.official_compat)
+    rows = results(net, args.split, show_bar=not args.json, data=args.data, zoo_csv=args.zoo_csv)
     if args.json:
         print(json.dumps(rows, indent=1))
         return
@@ -71,25 +82,30 @@ def cmd_results(args: argparse.Namespace) -> None:
     zoo = [r for r in rows if r["kind"] == "zoo"]
     if zoo:
         print("\nzoo (trained alone)")
-        _print_rows(zoo, [("name", "name", "24"), ("GMACs", "gmacs", "7"), ("params_m", "params_m", "8"),
+        _print_rows(zoo, [("name", "name", "44"), ("GMACs", "gmacs", "7"), ("params_m", "params_m", "8"),
                           ("top1", "top1", "6")])
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from snnet.api import eval_settings, load_net
-    from snnet.data import eval_set
-    from snnet.evaluate import evaluate_space, space_latency
-    from snnet.store import Store
-    from snnet.weights import weights_hash
+    import torch
 
-    net = load_net(args.family, args.weights, args.device)
-    ids = _parse_ids(args.stitches)
-    images, labels = eval_set(net.family, args.split)
-    measured = evaluate_space(net, images, labels, ids, args.batch_size, show_bar=True)
-    sample = images[:1].to(next(net.parameters()).device)
-    for stitch_id, latency in space_latency(net, sample, list(measured)).items():
-        measured[stitch_id]["latency_ms"] = latency
-    Store().put_metrics(net.family.name, weights_hash(net), args.split, eval_settings(net, args.split), measured)
+    from snnet.api import evaluate, evaluation_folder, load_net
+    from snnet.data import default_split
+    from snnet.families import get_family
+    from snnet.train import distributed_context, resolve_device
+
+    # under torchrun every rank evaluates its shard of the folder; rank 0 prints and stores
+    rank, world, local_rank = distributed_context()
+    device = resolve_device(args.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+    net = load_net(args.family, args.weights, device, official_compat=args.official_compat)
+    split = args.split or default_split(get_family(args.family))
+    dataset = evaluation_folder(net, split, args.data)
+    measured = evaluate(net, split, _parse_ids(args.stitches), dataset=dataset, batch_size=args.batch_size,
+                        workers=args.workers, bf16=args.bf16, show_bar=not args.json)
+    if rank != 0:
+        return
     rows = [{"id": i, **m} for i, m in measured.items()]
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -101,7 +117,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from snnet.api import load_net, predict
 
-    predictions = predict(load_net(args.family, args.weights), args.stitch, args.images)
+    net = load_net(args.family, args.weights, official_compat=args.official_compat)
+    predictions = predict(net, args.stitch, args.images)
     if args.json:
         print(json.dumps(predictions, indent=1))
         return
@@ -122,21 +139,49 @@ def cmd_train(args: argparse.Namespace) -> None:
     family = get_family(args.family)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, anchor_lr=args.anchor_lr,
                          warmup_steps=min(args.warmup_steps, args.steps), sampling=args.sampling,
-                         stitches=_parse_ids(args.stitches), seed=args.seed, device=args.device, bf16=args.bf16)
+                         stitches=_parse_ids(args.stitches), seed=args.seed, device=args.device, bf16=args.bf16,
+                         sync_stitch=args.sync_stitch, workers=args.workers)
     torch.manual_seed(args.seed)
     if args.model:
         model = family.build_model(family.model_spec(args.model))
     else:
         from snnet.api import load_net
 
-        model = load_net(args.family, args.weights)
+        model = load_net(args.family, args.weights, official_compat=args.official_compat)
     report = (lambda p: print(p.json(), flush=True)) if args.progress_json else None
-    summary = train(model, train_data(family, args.seed), config, Path(args.out), progress=report,
+    summary = train(model, train_data(family, args.seed, args.data), config, Path(args.out), progress=report,
                     show_bar=not args.progress_json)
     if report:
         print(Progress(config.steps, config.steps, summary["final_loss"], 0.0, 0.0, 0.0, done=True).json())
     else:
         print(f"wrote {args.out}/model.safetensors (final loss {summary['final_loss']:.3f})")
+
+
+def cmd_convert_official(args: argparse.Namespace) -> None:
+    from snnet.checkpoints import convert_official
+
+    summary = convert_official(args.source, args.out, args.family)
+    print(f"wrote {args.out}: {summary['tensors']} tensors, {summary['stitching_layers']} stitching layers "
+          f"({summary['seconds']:.1f} s)")
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from snnet.checkpoints import init_from_anchors
+
+    residuals = init_from_anchors(args.family, args.data, args.out, args.weights, args.samples, args.batch_size)
+    print(f"wrote {args.out}: {len(residuals)} stitches initialised by least squares, mean relative residual "
+          f"{sum(residuals.values()) / max(1, len(residuals)):.3f}")
+
+
+def cmd_zoo(args: argparse.Namespace) -> None:
+    from snnet.zoo import fetch_results, timm_zoo
+
+    rows = timm_zoo(fetch_results(args.download) if args.download else args.csv)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    _print_rows(rows, [("name", "name", "44"), ("GMACs", "gmacs", "7"), ("params_m", "params_m", "8"),
+                       ("top1", "top1", "6"), ("top5", "top5", "6")])
 
 
 def cmd_build_default(args: argparse.Namespace) -> None:
@@ -145,6 +190,28 @@ def cmd_build_default(args: argparse.Namespace) -> None:
     from snnet.default import build_default
 
     build_default(Path(args.work), jobs=args.jobs)
+
+
+def cmd_job(args: argparse.Namespace) -> None:
+    from snnet import jobs
+    from snnet.store import Store
+
+    store = Store(args.store)
+    if args.action == "run":
+        jobs.run_job(args.job_id, store)
+    elif args.action == "cancel":
+        jobs.cancel(store, args.job_id)
+    elif args.action == "submit":
+        spec = jobs.JobSpec(family=args.family, weights=args.weights, stitches=_parse_ids(args.stitches),
+                            steps=args.steps, batch_size=args.batch_size, lr=args.lr, anchor_lr=args.anchor_lr,
+                            device=args.device, split=args.split)
+        print(f"job {jobs.submit(spec, store)} queued")
+    else:
+        jobs.refresh(store)
+        for job in store.list_jobs():
+            detail = job["message"] or job["stage"] or ""
+            print(f"{job['id']:>4}  {job['kind']:<8}  {job['family']:<8}  {job['device']:<6}  {job['status']:<9}  "
+                  f"{job['step']}/{job['steps']}  {detail}")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -165,16 +232,21 @@ def build_parser() -> argparse.ArgumentParser:
     results = commands.add_parser("results", help="accuracy, cost and latency of every configuration, and the zoo")
     results.add_argument("--family", required=True)
     results.add_argument("--weights", help="StitchableNet weights (.safetensors); default: the shipped ones")
-    results.add_argument("--split", default="test", choices=["val", "test"])
+    results.add_argument("--split", choices=["val", "test"], help="default: test (digits), val (ImageNet)")
+    _add_imagenet_arguments(results)
+    results.add_argument("--zoo-csv", help="timm results CSV for the zoo of an ImageNet family (default: curated)")
     results.add_argument("--json", action="store_true")
     results.set_defaults(run=cmd_results)
 
     evaluate = commands.add_parser("evaluate", help="evaluate configurations on a split and cache the metrics")
     evaluate.add_argument("--family", required=True)
     evaluate.add_argument("--weights")
-    evaluate.add_argument("--split", default="test", choices=["val", "test"])
+    evaluate.add_argument("--split", choices=["val", "test"], help="default: test (digits), val (ImageNet)")
+    _add_imagenet_arguments(evaluate)
     evaluate.add_argument("--stitches", help="comma-separated ids (default: all)")
     evaluate.add_argument("--batch-size", type=int, default=256)
+    evaluate.add_argument("--workers", type=int, default=4, help="DataLoader processes for an image folder")
+    evaluate.add_argument("--bf16", action="store_true", help="bf16 autocast (cached apart from fp32 numbers)")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(run=cmd_evaluate)
@@ -184,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--weights")
     predict.add_argument("--stitch", type=int, required=True)
     predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--official-compat", action="store_true", help=OFFICIAL_COMPAT_HELP)
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(run=cmd_predict)
 
@@ -203,13 +276,57 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto")
     train.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                        help="bf16 autocast (default: on for CUDA, off for CPU)")
+    _add_imagenet_arguments(train)
+    train.add_argument("--sync-stitch", action="store_true",
+                       help="under torchrun, all ranks train the same sampled configuration (default: one per rank)")
+    train.add_argument("--workers", type=int, default=4, help="DataLoader processes for an image folder")
     train.add_argument("--progress-json", action="store_true", help="JSON lines of progress on stdout")
     train.set_defaults(run=cmd_train)
+
+    convert = commands.add_parser("convert-official", help="import a released SN-Net checkpoint (snnet_deit.pth)")
+    convert.add_argument("source", metavar="SRC", help="the released .pth (read weights-only)")
+    convert.add_argument("--out", required=True, help="our .safetensors, for --weights")
+    convert.add_argument("--family", default="deit")
+    convert.set_defaults(run=cmd_convert_official)
+
+    init = commands.add_parser("init", help="SN-Net from the anchors' timm weights, stitching layers by least squares")
+    init.add_argument("--family", required=True)
+    init.add_argument("--data", required=True, help="image folder (DIR with train/<wnid>/*.JPEG, or that folder)")
+    init.add_argument("--weights", help="an anchors' weights folder (<timm arch>.safetensors or .pth); "
+                                        "default: checkpoints/<family>/, then the hub")
+    init.add_argument("--out", required=True, help="StitchableNet weights to write (.safetensors)")
+    init.add_argument("--samples", type=int, default=256, help="training images for the least-squares fit")
+    init.add_argument("--batch-size", type=int, default=32)
+    init.set_defaults(run=cmd_init)
+
+    zoo = commands.add_parser("zoo", help="published ImageNet figures of timm models (the zoo beside the curve)")
+    zoo.add_argument("--csv", help="timm's results-imagenet.csv (GMACs from a benchmark-infer-*.csv beside it)")
+    zoo.add_argument("--download", metavar="DIR", help="download timm's results and benchmark CSVs into DIR first")
+    zoo.add_argument("--json", action="store_true")
+    zoo.set_defaults(run=cmd_zoo)
 
     build = commands.add_parser("build-default", help="train and evaluate the embedded default from scratch")
     build.add_argument("--work", default="runs/default", help="work folder; a rerun resumes from it")
     build.add_argument("--jobs", type=int, default=2, help="models trained at once")
     build.set_defaults(run=cmd_build_default)
+
+    job = commands.add_parser("job", help="background fine-tunes and evaluations (what the app launches)")
+    job.add_argument("--store", help="metrics and jobs database (default: $SNNET_HOME/store.sqlite)")
+    actions = job.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="all jobs, newest first")
+    for action, text in [("run", "run a claimed job in this process (what a worker does)"), ("cancel", "stop a job")]:
+        actions.add_parser(action, help=text).add_argument("job_id", type=int)
+    submit = actions.add_parser("submit", help="queue a fine-tune (or, with --steps 0, an evaluation)")
+    submit.add_argument("--family", required=True)
+    submit.add_argument("--weights", help="StitchableNet weights to start from (default: shipped)")
+    submit.add_argument("--stitches", help="comma-separated ids (default: all)")
+    submit.add_argument("--steps", type=int, default=200)
+    submit.add_argument("--batch-size", type=int, default=64)
+    submit.add_argument("--lr", type=float, default=1e-3, help="stitching layers")
+    submit.add_argument("--anchor-lr", type=float, default=1e-4)
+    submit.add_argument("--device", default="cpu")
+    submit.add_argument("--split", default="test", choices=["val", "test"])
+    job.set_defaults(run=cmd_job)
 
     bench = commands.add_parser("bench", help="measure speed and fit figures (BENCHMARKS.md)")
     bench.add_argument("--out", help="also write the markdown report to this file")

@@ -5,7 +5,9 @@ placed on a 32x32 canvas beside dimmed fragments of other digits, under Gaussian
 a pure function of the source digits and a seed. Splits are by source digit, so no digit image is
 seen in two splits; the test split is fixed, training renders fresh variations every epoch.
 """
+import hashlib
 import math
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -129,29 +131,59 @@ def digits_train_epoch(epoch: int, seed: int = 0, renders: int = 10) -> tuple[to
     return digits_split("train", renders, seed * 100_003 + epoch + 1)
 
 
-def train_data(family, seed: int = 0):
-    """The family's training data as a function epoch -> (images, labels)."""
+def train_data(family, seed: int = 0, data=None):
+    """The family's training data as a function epoch -> (images, labels), or -> a dataset to shuffle.
+
+    Digits render fresh tensors every epoch; ImageNet families read `data` (a folder holding
+    train/<wnid>/*.JPEG, or the train folder itself) with timm's training transforms.
+    """
     if family.task == "digits":
         return lambda epoch: digits_train_epoch(epoch, seed)
-    raise SnnetError(f"family {family.name} trains on {family.task}: give an image folder (not yet supported here)")
+    dataset = image_folder(split_folder(family, data, "train"), family, training=True)
+    return lambda epoch: dataset
 
 
 # Bump when rendering changes, so cached metrics of older test sets are never reused.
 DIGITS_VERSION = 1
 
 
+def default_split(family) -> str:
+    return "test" if family.task == "digits" else "val"
+
+
 def eval_set(family, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed evaluation set held in memory (digits); ImageNet families stream `eval_folder` instead."""
     if family.task == "digits":
         return digits_eval_set(split)
-    raise SnnetError(f"family {family.name} evaluates on {family.task}: give an image folder (not yet supported here)")
+    raise SnnetError(f"family {family.name} evaluates on an image folder, not an in-memory set: give --data DIR")
 
 
-def eval_set_key(family, split: str) -> dict:
-    """What identifies an evaluation set, for the metrics cache."""
+def split_folder(family, data, split: str) -> Path:
+    """DIR/<split> when it exists (an ImageNet root), else DIR itself (already a split folder)."""
+    data = data or os.environ.get("SNNET_IMAGENET")
+    if not data:
+        raise SnnetError(f"family {family.name} needs ImageNet-style images: give --data DIR "
+                         f"(holding {split}/<wnid>/*.JPEG) or set SNNET_IMAGENET")
+    root = Path(data)
+    return root / split if (root / split).is_dir() else root
+
+
+def eval_folder(family, split: str, data=None):
+    return image_folder(split_folder(family, data, split), family)
+
+
+def eval_set_key(family, split: str, dataset=None) -> dict:
+    """What identifies an evaluation set, for the metrics cache: for a folder, its list of images."""
     if family.task == "digits":
         return {"task": "digits", "version": DIGITS_VERSION, "renders": EVAL_RENDERS.get(split),
                 "seed": EVAL_SEEDS.get(split)}
-    return {"task": family.task}
+    if dataset is None:
+        return {"task": family.task}
+    root = Path(dataset.reader.root)
+    listing = hashlib.sha256()
+    for path, target in dataset.reader.samples:
+        listing.update(f"{Path(path).relative_to(root).as_posix()}:{target};".encode())
+    return {"task": family.task, "images": len(dataset), "listing": listing.hexdigest()[:16]}
 
 
 def class_labels(family) -> list[str]:
@@ -192,17 +224,48 @@ def _data_config(family_name: str) -> tuple:
     return tuple(resolve_data_config({}, model=get_family(family_name).build_anchor(0, device="meta")).items())
 
 
+def imagenet_class_map(root: Path) -> dict[str, int]:
+    """ImageNet-1k's own class index for each <wnid> folder: a folder holding a subset of the classes
+    must still give class 0 to n01440764, not to whichever folder sorts first."""
+    from timm.data import ImageNetInfo
+
+    index = {wnid: i for i, wnid in enumerate(ImageNetInfo().label_names())}
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    unknown = [name for name in folders if name not in index]
+    if unknown:
+        raise SnnetError(f"{root / unknown[0]} is not an ImageNet-1k class folder (expected a wnid such as n01440764)")
+    return index
+
+
 def image_folder(root, family, training: bool = False):
     """An ImageNet-style folder (root/<class>/<image>) with the family's timm transforms."""
+    from snnet._timm import timm  # noqa: F401  (timm.data needs the torchvision fix)
     from timm.data import ImageDataset, create_transform
 
     root = Path(root)
     if not root.is_dir():
         raise SnnetError(f"image folder {root} not found")
-    dataset = ImageDataset(str(root), transform=create_transform(**data_config(family), is_training=training))
+    class_map = imagenet_class_map(root) if family.task == "imagenet" else None
+    dataset = ImageDataset(str(root), class_map=class_map,
+                           transform=create_transform(**data_config(family), is_training=training))
     if len(dataset) == 0:
         raise SnnetError(f"image folder {root} holds no images in class sub-folders")
     return dataset
+
+
+def sample_images(family) -> list[tuple[str, "Image.Image"]]:
+    """Built-in images to try a family on: test-split digits, or scikit-learn's two sample photos."""
+    from PIL import Image
+
+    if family.task == "digits":
+        images, labels = digits_eval_set("test")
+        pixels = ((images[:8, 0] * DIGIT_STD[0] + DIGIT_MEAN[0]).clamp(0, 1) * 255).round().to(torch.uint8)
+        return [(f"test #{i} (label {int(labels[i])})", Image.fromarray(pixels[i].numpy()))
+                for i in range(len(pixels))]
+    from sklearn.datasets import load_sample_images
+
+    bunch = load_sample_images()
+    return [(Path(name).name, Image.fromarray(array)) for name, array in zip(bunch.filenames, bunch.images)]
 
 
 def preprocess(family, image) -> torch.Tensor:

@@ -9,6 +9,7 @@ from collections import defaultdict
 from typing import Iterable, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
@@ -48,8 +49,25 @@ def evaluate_space(
     stitch_ids: Optional[Sequence[int]] = None,
     batch_size: int = 256,
     show_bar: bool = False,
+    bf16: bool = False,
 ) -> dict[int, dict]:
-    """Accuracy and loss of the chosen configurations (all by default), sharing front prefixes."""
+    """Accuracy and loss of the chosen configurations (all by default) on tensors held in memory."""
+    batches = list(_batches(images, labels, batch_size))
+    return evaluate_batches(net, batches, stitch_ids, show_bar, total=len(batches), bf16=bf16)
+
+
+@torch.no_grad()
+def evaluate_batches(
+    net: StitchableNet,
+    batches: Iterable,
+    stitch_ids: Optional[Sequence[int]] = None,
+    show_bar: bool = False,
+    total: Optional[int] = None,
+    bf16: bool = False,
+) -> dict[int, dict]:
+    """Accuracy and loss of the chosen configurations over (images, labels) batches, sharing front
+    prefixes; a DataLoader streams data too large to hold. Under torch.distributed every rank passes
+    its own shard and the tallies are summed, so every rank returns the numbers of the whole set."""
     net.eval()
     device = next(net.parameters()).device
     configs = [net.space[i] for i in (range(len(net.space)) if stitch_ids is None else stitch_ids)]
@@ -57,8 +75,8 @@ def evaluate_space(
     for config in configs:
         by_front[config.front].append(config)
     tallies = {config.id: _Tally() for config in configs}
-    batches = list(_batches(images, labels, batch_size))
-    for x, y in tqdm(batches, disable=not show_bar, unit="batch", desc="evaluating"):
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    for x, y in tqdm(batches, disable=not show_bar, unit="batch", desc="evaluating", total=total):
         x, y = x.to(device), y.to(device)
         for front, leaving in by_front.items():
             exits = defaultdict(list)
@@ -66,14 +84,35 @@ def evaluate_space(
                 exits["head" if config.kind == "anchor" else config.front_block].append(config)
             last = len(net.adapter.blocks(net.anchors[front])) - 1 if "head" in exits else \
                 max(c.front_block for c in leaving)
-            tokens = net.adapter.embed(net.anchors[front], x)
-            for j, block in enumerate(net.adapter.blocks(net.anchors[front])[: last + 1]):
-                tokens = block(tokens)
-                for config in exits.get(j, []):
-                    tallies[config.id].add(net.forward_from(config, tokens), y)
-            for config in exits.get("head", []):
-                tallies[config.id].add(net.adapter.head(net.anchors[front], tokens), y)
+            with autocast:
+                tokens = net.adapter.embed(net.anchors[front], x)
+                for j, block in enumerate(net.adapter.blocks(net.anchors[front])[: last + 1]):
+                    tokens = block(tokens)
+                    for config in exits.get(j, []):
+                        tallies[config.id].add(net.forward_from(config, tokens), y)
+                for config in exits.get("head", []):
+                    tallies[config.id].add(net.adapter.head(net.anchors[front], tokens), y)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        _sum_across_ranks(tallies, device)
     return {stitch_id: tally.result() for stitch_id, tally in tallies.items()}
+
+
+def _sum_across_ranks(tallies: dict[int, "_Tally"], device: torch.device) -> None:
+    # float64 keeps the loss sum and counts exact well beyond ImageNet's 50k images
+    totals = torch.tensor([[t.correct1, t.correct5, t.loss, t.count] for t in tallies.values()],
+                          dtype=torch.float64, device=device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(totals)
+    for tally, (correct1, correct5, loss, count) in zip(tallies.values(), totals.tolist()):
+        tally.correct1, tally.correct5, tally.loss, tally.count = int(correct1), int(correct5), loss, int(count)
+
+
+def folder_loader(dataset, batch_size: int = 256, workers: int = 4):
+    """This rank's shard of a dataset in fixed order: ranks take every world-th image, so the shards
+    are disjoint and cover the set exactly (no padding duplicates, unlike DistributedSampler)."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
+    return torch.utils.data.DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                       pin_memory=torch.cuda.is_available())
 
 
 @torch.no_grad()

@@ -1,8 +1,11 @@
-"""What we know: an SQLite store of per-configuration metrics (and, later, fine-tune jobs).
+"""What we know: an SQLite store of per-configuration metrics and of background jobs.
 
 Metrics are keyed by family, a content hash of the weights, the configuration id, the split and
 the evaluation settings, so a changed checkpoint never gets stale numbers. SQLite in WAL mode lets
 any number of readers (app pages) work beside one writer (a job).
+
+Jobs (fine-tunes, evaluations) are rows that a worker process claims and updates; their progress
+is a table of (step, loss) points, so a page that reloads, or a second browser, sees the same state.
 """
 import json
 import os
@@ -23,7 +26,19 @@ CREATE TABLE IF NOT EXISTS zoo (
     gmacs REAL, params_m REAL, top1 REAL, top5 REAL, latency_ms REAL, source TEXT,
     PRIMARY KEY (family, name, split)
 );
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, family TEXT NOT NULL,
+    device TEXT NOT NULL, spec TEXT NOT NULL, status TEXT NOT NULL, pid INTEGER,
+    step INTEGER DEFAULT 0, steps INTEGER DEFAULT 0, loss REAL, eta_s REAL, stage TEXT,
+    message TEXT, result TEXT, cancel INTEGER DEFAULT 0, created REAL, started REAL, finished REAL
+);
+CREATE TABLE IF NOT EXISTS job_progress (
+    job_id INTEGER NOT NULL, step INTEGER NOT NULL, loss REAL, time REAL,
+    PRIMARY KEY (job_id, step)
+);
 """
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+JOB_UPDATABLE = ("status", "pid", "step", "steps", "loss", "eta_s", "stage", "message", "result", "started", "finished")
 METRIC_FIELDS = ("top1", "top5", "loss", "latency_ms")
 ZOO_FIELDS = ("weights", "gmacs", "params_m", "top1", "top5", "latency_ms", "source")
 
@@ -78,3 +93,77 @@ class Store:
             cursor = connection.execute("SELECT * FROM zoo WHERE family=? AND split=? ORDER BY gmacs",
                                         (family, split))
             return [{"name": row["name"], **{f: row[f] for f in ZOO_FIELDS}} for row in cursor]
+
+    def add_job(self, kind: str, family: str, device: str, spec: dict, steps: int = 0) -> int:
+        with closing(self._connect()) as connection, connection:
+            cursor = connection.execute(
+                "INSERT INTO jobs (kind, family, device, spec, status, steps, stage, created) "
+                "VALUES (?, ?, ?, ?, 'queued', ?, 'waiting for the device', ?)",
+                (kind, family, device, json.dumps(spec), steps, time.time()))
+            return int(cursor.lastrowid)
+
+    def claim_next_job(self, device: str) -> Optional[dict]:
+        """The oldest queued job of a device, now running, unless a job already runs there."""
+        with closing(self._connect()) as connection:
+            connection.isolation_level = None
+            connection.execute("BEGIN IMMEDIATE")  # one claimant at a time, across processes
+            try:
+                busy = connection.execute("SELECT 1 FROM jobs WHERE device=? AND status='running'", (device,)).fetchone()
+                row = None if busy else connection.execute(
+                    "SELECT id FROM jobs WHERE device=? AND status='queued' ORDER BY id LIMIT 1", (device,)).fetchone()
+                if row is not None:
+                    connection.execute("UPDATE jobs SET status='running', stage='starting', started=? WHERE id=?",
+                                       (time.time(), row["id"]))
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return None if row is None else self.get_job(row["id"])
+
+    def update_job(self, job_id: int, **fields) -> None:
+        unknown = set(fields) - set(JOB_UPDATABLE)
+        if unknown:
+            raise ValueError(f"jobs have no field(s) {sorted(unknown)}")
+        if "result" in fields:
+            fields["result"] = json.dumps(fields["result"])
+        columns = ", ".join(f"{name}=?" for name in fields)
+        with closing(self._connect()) as connection, connection:
+            connection.execute(f"UPDATE jobs SET {columns} WHERE id=?", (*fields.values(), job_id))
+
+    def request_cancel(self, job_id: int) -> None:
+        """A queued job is cancelled at once; a running one stops at its next step."""
+        with closing(self._connect()) as connection, connection:
+            connection.execute("UPDATE jobs SET cancel=1 WHERE id=?", (job_id,))
+            connection.execute("UPDATE jobs SET status='cancelled', stage='cancelled', finished=? "
+                               "WHERE id=? AND status='queued'", (time.time(), job_id))
+
+    def get_job(self, job_id: int) -> Optional[dict]:
+        with closing(self._connect()) as connection:
+            row = connection.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return None if row is None else _job(row)
+
+    def list_jobs(self, family: Optional[str] = None) -> list[dict]:
+        with closing(self._connect()) as connection:
+            query, args = "SELECT * FROM jobs", ()
+            if family is not None:
+                query, args = query + " WHERE family=?", (family,)
+            return [_job(row) for row in connection.execute(query + " ORDER BY id DESC", args)]
+
+    def add_progress(self, job_id: int, step: int, loss: float) -> None:
+        with closing(self._connect()) as connection, connection:
+            connection.execute("INSERT OR REPLACE INTO job_progress VALUES (?, ?, ?, ?)",
+                               (job_id, step, loss, time.time()))
+
+    def get_progress(self, job_id: int) -> list[dict]:
+        with closing(self._connect()) as connection:
+            cursor = connection.execute("SELECT step, loss, time FROM job_progress WHERE job_id=? ORDER BY step",
+                                        (job_id,))
+            return [dict(row) for row in cursor]
+
+
+def _job(row: sqlite3.Row) -> dict:
+    job = dict(row)
+    job["spec"] = json.loads(job["spec"])
+    job["result"] = json.loads(job["result"]) if job["result"] else None
+    job["cancel"] = bool(job["cancel"])
+    return job

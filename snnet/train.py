@@ -41,6 +41,11 @@ class TrainConfig:
     checkpoint_every: int = 250
     device: str = "auto"
     bf16: Optional[bool] = None  # bf16 autocast; None: on for CUDA, off for CPU (slower there for small models)
+    # SN-Net under torchrun: False (the reference) lets each rank sample its own configuration, so one
+    # step averages gradients over as many configurations as there are ranks; True samples one for all
+    # ranks, so a step is exactly a single-process step on the whole batch and runs match across GPU counts.
+    sync_stitch: bool = False
+    workers: int = 4  # DataLoader processes for image folders
 
 
 @dataclass
@@ -128,20 +133,32 @@ def configure_sampling(net: StitchableNet, config: TrainConfig) -> None:
     net.sampling_weights = weights
 
 
-EpochData = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # epoch -> (images, labels)
+# epoch -> (images, labels) held in memory, or -> a dataset of (image, label) read batch by batch
+EpochData = Callable[[int], "tuple[torch.Tensor, torch.Tensor] | torch.utils.data.Dataset"]
 
 
-def _epoch_batches(epoch_data: tuple[torch.Tensor, torch.Tensor], epoch: int, config: TrainConfig):
-    images, labels = epoch_data
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
+def _epoch_size(epoch_data) -> int:
+    return len(epoch_data[1]) if isinstance(epoch_data, tuple) else len(epoch_data)
+
+
+def _epoch_batches(epoch_data, epoch: int, config: TrainConfig, skip: int = 0, rank: int = 0, world: int = 1):
+    """This rank's share of each global batch of an epoch, from batch `skip` on; one seeded order
+    for all ranks, so together they see every batch exactly once."""
+    order = torch.randperm(_epoch_size(epoch_data), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
     usable = len(order) - len(order) % config.batch_size
-    for start in range(0, usable, config.batch_size):
-        index = order[start: start + config.batch_size]
-        yield images[index], labels[index]
+    shares = [order[start: start + config.batch_size][rank::world]
+              for start in range(skip * config.batch_size, usable, config.batch_size)]
+    if isinstance(epoch_data, tuple):
+        images, labels = epoch_data
+        for index in shares:
+            yield images[index], labels[index]
+    else:
+        yield from torch.utils.data.DataLoader(epoch_data, batch_sampler=[s.tolist() for s in shares],
+                                               num_workers=config.workers, pin_memory=torch.cuda.is_available())
 
 
-def _steps_per_epoch(first_epoch: tuple[torch.Tensor, torch.Tensor], config: TrainConfig) -> int:
-    count = len(first_epoch[1]) // config.batch_size
+def _steps_per_epoch(first_epoch, config: TrainConfig) -> int:
+    count = _epoch_size(first_epoch) // config.batch_size
     if count == 0:
         raise SnnetError(f"batch size {config.batch_size} is larger than an epoch of training data")
     return count
@@ -163,12 +180,15 @@ def train(
     out_dir = Path(out_dir)
     model.to(device).train()
     if isinstance(model, StitchableNet):
-        model.generator.manual_seed(config.seed * 1_000_003 + rank)  # each rank samples its own stitch
+        model.generator.manual_seed(config.seed * 1_000_003 + (0 if config.sync_stitch else rank))
         configure_sampling(model, config)
     torch.manual_seed(config.seed)
     optimizer = torch.optim.AdamW(param_groups(model, config), betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     start_step = _resume(model, optimizer, scheduler, out_dir / "checkpoint.pt", config)
+    if start_step and isinstance(model, StitchableNet) and not config.sync_stitch and rank > 0:
+        # the checkpoint holds rank 0's sampler; the other ranks must not fall into step with it
+        model.generator.manual_seed(config.seed * 1_000_003 + rank + 7919 * start_step)
     runner = model
     if world > 1:
         runner = nn.parallel.DistributedDataParallel(
@@ -184,10 +204,8 @@ def train(
     while step < config.steps:
         epoch = step // steps_per_epoch
         epoch_data = first_epoch if epoch == 0 else data(epoch)
-        for index, (images, labels) in enumerate(_epoch_batches(epoch_data, epoch, config)):
-            if index < step % steps_per_epoch:
-                continue  # resuming inside an epoch
-            images, labels = images[rank::world].to(device), labels[rank::world].to(device)
+        for images, labels in _epoch_batches(epoch_data, epoch, config, step % steps_per_epoch, rank, world):
+            images, labels = images.to(device), labels.to(device)
             with autocast:
                 loss = criterion(runner(images).float(), labels)
             optimizer.zero_grad(set_to_none=True)

@@ -32,20 +32,24 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise SnnetError(f"{path} is not a readable safetensors file ({str(error).splitlines()[0]})") from None
 
 
-def load_weights(model: nn.Module, path: Path) -> nn.Module:
-    """Load a state dict saved by `save_weights` into `model`, in the model's own dtype."""
-    tensors = read_weights(path)
-    expected = model.state_dict()
+def check_fit(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], problem: str) -> None:
+    """One clear error, starting with `problem`, unless `tensors` has exactly the names and shapes expected."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
         example = (missing or unexpected)[0]
-        raise SnnetError(f"{path} does not fit this model: {len(missing)} missing and {len(unexpected)} "
-                         f"unexpected tensors (e.g. {example!r})")
+        raise SnnetError(f"{problem}: {len(missing)} missing and {len(unexpected)} unexpected tensors (e.g. {example!r})")
     for name, tensor in tensors.items():
         if tensor.shape != expected[name].shape:
-            raise SnnetError(f"{path} does not fit this model: {name} has shape {tuple(tensor.shape)}, "
-                             f"the model needs {tuple(expected[name].shape)}")
+            raise SnnetError(f"{problem}: {name} has shape {tuple(tensor.shape)}, the model needs "
+                             f"{tuple(expected[name].shape)}")
+
+
+def load_weights(model: nn.Module, path: Path) -> nn.Module:
+    """Load a state dict saved by `save_weights` into `model`, in the model's own dtype."""
+    tensors = read_weights(path)
+    expected = model.state_dict()
+    check_fit(tensors, expected, f"{path} does not fit this model")
     model.load_state_dict({name: t.to(expected[name].dtype) for name, t in tensors.items()})
     return model
 

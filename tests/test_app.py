@@ -1,16 +1,116 @@
+"""The explorer's logic through Streamlit's AppTest: selection, budget, predictions, errors, jobs."""
+import io
+import json
+import re
+import time
 from pathlib import Path
 
+import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+from snnet.cost import space_rows
+from snnet.families import get_family
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "streamlit_app.py")
+SHIPPED = json.loads((ROOT / "checkpoints" / "mini" / "metrics.json").read_text())
 
 
-def test_app_starts_on_the_mini_family_and_reports_bad_input():
-    app = AppTest.from_file(APP, default_timeout=120).run()
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    monkeypatch.setenv("SNNET_HOME", str(tmp_path))
+    return AppTest.from_file(APP, default_timeout=120).run()
+
+
+def _oracle_best(budget: float) -> int:
+    """Brute force over the shipped figures and our own cost table, apart from snnet.pareto."""
+    family = get_family("mini")
+    gmacs = {row["id"]: row["gmacs"] for row in space_rows(family, family.space())}
+    top1 = {row["id"]: row["top1"] for row in SHIPPED["configurations"]}
+    fitting = [i for i in gmacs if gmacs[i] <= budget]
+    return sorted(fitting, key=lambda i: (-top1[i], gmacs[i]))[0]
+
+
+def _prediction_titles(app) -> list[str]:
+    return [m.value for m in app.markdown if re.fullmatch(r"\*\*(Stitch \d+|Anchor \w+)\*\* · [\d.]+ ms", m.value)]
+
+
+def _heading(app) -> str:
+    return app.subheader[0].value
+
+
+def test_starts_on_the_embedded_default_with_a_stitch_selected(app):
+    assert not app.exception and not app.error
+    assert app.sidebar.selectbox[0].value == "mini"
+    biggest = max(row["gmacs"] for row in space_rows(get_family("mini"), get_family("mini").space()))
+    assert _heading(app) == f"Stitch {_oracle_best(biggest / 2)}"
+    spec = app.get("plotly_chart")[0].proto.spec
+    for name in ("mini_tiny → mini_small", "mini_small → mini_base", "anchors", "Pareto frontier", "zoo (trained alone)"):
+        assert name in spec
+
+
+def test_selecting_by_id_shows_that_configuration(app):
+    family = get_family("mini")
+    costs = {row["id"]: row for row in space_rows(family, family.space())}
+    app.session_state["stitch_id"] = 24
+    app.run()
+    assert _heading(app) == "Stitch 24"
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["GMACs"] == f"{costs[24]['gmacs']:.4f}"
+    assert metrics["Top-1"] == f"{SHIPPED['configurations'][24]['top1']:.2f} %"
+    app.session_state["stitch_id"] = 1
+    app.run()
+    assert _heading(app) == "Anchor mini_small (id 1)"
+
+
+@pytest.mark.parametrize("budget", [0.0045, 0.012, 0.03, 0.04])
+def test_a_budget_selects_the_best_configuration_within_it(app, budget):
+    app.slider(key="budget_gmacs").set_value(budget).run()
     assert not app.exception
-    assert app.selectbox[0].value == "mini"
-    table = app.dataframe[0].value
-    assert len(table) == 71 and table["gmacs"].iloc[2] > table["gmacs"].iloc[0]
-    app.sidebar.number_input[0].set_value(13).run()
+    best = _oracle_best(budget)
+    anchors = get_family("mini").anchor_names
+    assert _heading(app) == (f"Anchor {anchors[best]} (id {best})" if best < len(anchors) else f"Stitch {best}")
+
+
+def test_uploads_are_predicted_and_an_unreadable_one_is_one_line(app):
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), "white").save(buffer, format="PNG")
+    app.file_uploader[0].set_value([("blank.png", buffer.getvalue(), "image/png"),
+                                    ("broken.png", b"not an image", "image/png")]).run()
     assert not app.exception
-    assert [e.value for e in app.error] == ["kernel must be between 1 and the anchors' depth 12, got 13"]
+    assert [e.value for e in app.error] == ["broken.png: not a readable image, skipped"]
+    captions = _prediction_titles(app)
+    assert len(captions) == 3  # two built-in samples and the readable upload
+    app.radio(key="compare").set_value("its anchors").run()
+    captions = _prediction_titles(app)
+    assert len(captions) == 9  # each image through the stitch and both of its anchors
+
+
+def test_missing_weights_are_one_clear_line(app):
+    app.sidebar.selectbox[0].set_value("deit").run()
+    assert not app.exception
+    assert len(app.error) == 1 and app.error[0].value.startswith("no SN-Net weights for family deit")
+
+
+@pytest.mark.slow
+def test_a_fine_tune_from_the_page_runs_as_a_job_and_lands_on_the_curve(app, tmp_path):
+    app.radio(key="ft_scope").set_value("chosen")
+    app.multiselect(key="ft_chosen").set_value([0, 24])
+    app.number_input(key="ft_steps").set_value(3)
+    app.number_input(key="ft_batch").set_value(8)
+    next(b for b in app.button if b.label == "Launch fine-tune").click().run()
+    assert not app.exception and not app.error
+    titles = [m.value for m in app.markdown if m.value.startswith("**Job 1 ")]
+    assert titles and titles[0].split(" · ")[-1].rstrip("*") in ("queued", "running", "done")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        app.run()
+        if any(s.value.startswith("Job 1 done") for s in app.success):
+            break
+        time.sleep(1)
+    assert any(s.value.startswith("Job 1 done") for s in app.success), [e.value for e in app.error]
+    next(b for b in app.button if b.label == "Show on the curve").click().run()
+    assert app.sidebar.selectbox[1].value == "job 1: fine-tuned 3 steps"
+    spec = app.get("plotly_chart")[0].proto.spec
+    assert "before fine-tune" in spec

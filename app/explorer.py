@@ -1,0 +1,144 @@
+"""The explorer: the accuracy/cost curve, the selected configuration, a budget, live predictions."""
+import io
+
+import pandas as pd
+import streamlit as st
+
+from app.figures import blocks_text, path_figure, pareto_figure, row_title
+from app.state import View, select
+from snnet.api import predict
+from snnet.data import load_image, sample_images
+from snnet.errors import SnnetError
+from snnet.model import StitchableNet
+from snnet.pareto import BUDGET_KEYS, best_under_budget
+
+CHART_KEY = "pareto"
+IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
+
+
+def apply_chart_click() -> None:
+    """A click on a point selects its configuration (ids ride in customdata, zoo points carry -1)."""
+    event = st.session_state.get(CHART_KEY)
+    points = event.selection.points if event is not None else []
+    ids = [p["customdata"][0] for p in points if p.get("customdata") and p["customdata"][0] >= 0]
+    clicked = ids[0] if ids else None
+    if clicked is not None and clicked != st.session_state.get("last_click"):
+        select(clicked)
+    st.session_state["last_click"] = clicked
+
+
+def anchor_geometry(net: StitchableNet) -> tuple[list[int], list[int], list[str]]:
+    widths = [net.adapter.width(anchor) for anchor in net.anchors]
+    depths = [len(net.adapter.blocks(anchor)) for anchor in net.anchors]
+    return widths, depths, list(net.family.anchor_names)
+
+
+def _budget(configs: list[dict]) -> None:
+    unit = st.radio("Budget in", list(BUDGET_KEYS), format_func=BUDGET_KEYS.get, horizontal=True, key="budget_unit")
+    costs = sorted(r[unit] for r in configs if r.get(unit) is not None)
+    if len(set(costs)) < 2:
+        st.caption("Not enough measured configurations for a budget yet.")
+        return
+
+    def choose() -> None:
+        best = best_under_budget(configs, st.session_state[f"budget_{unit}"], unit)
+        if best is not None:
+            select(best["id"])
+
+    st.slider(f"Budget ({BUDGET_KEYS[unit]})", min_value=float(costs[0]), max_value=float(costs[-1]),
+              value=max(float(costs[0]), float(costs[-1]) / 2), key=f"budget_{unit}", on_change=choose, format="%.4f" if unit == "gmacs" else "%.2f",
+              help="Moves the selection to the most accurate configuration within the budget: "
+                   "SN-Net switches configurations at run time, without retraining or reloading.")
+    budget = st.session_state[f"budget_{unit}"]
+    best = best_under_budget(configs, budget, unit)
+    if best is None:
+        st.warning("Nothing fits this budget.")
+    else:
+        st.caption(f"Best within {budget:.4g} {BUDGET_KEYS[unit]}: **{row_title(best)}** "
+                   f"(top-1 {best['top1']:.2f} %, {best[unit]:.4g} {BUDGET_KEYS[unit]})")
+
+
+def details(row: dict, net: StitchableNet) -> None:
+    st.subheader(row_title(row) if row["kind"] == "stitch" else f"{row_title(row)} (id {row['id']})")
+    st.caption(blocks_text(row) + ("" if row["kind"] == "anchor" else f" · stitching layer {row['layer']}"))
+    st.plotly_chart(path_figure(row, *anchor_geometry(net)), config={"displayModeBar": False}, key="path")
+    first, second = st.columns(2)
+    first.metric("GMACs", f"{row['gmacs']:.4f}")
+    second.metric("Parameters", f"{row['params_m']:.2f} M")
+    first.metric("Top-1", "—" if row.get("top1") is None else f"{row['top1']:.2f} %")
+    second.metric("Latency (batch 1)", "—" if row.get("latency_ms") is None else f"{row['latency_ms']:.2f} ms")
+    if row.get("top1") is None:
+        st.caption("Not measured for these weights yet.")
+
+
+def render(view: View, net: StitchableNet, rows: list[dict], before: list[dict], selected: int) -> None:
+    configs = [r for r in rows if r["kind"] != "zoo"]
+    row = configs[selected]
+    chart, panel = st.columns([3, 2], gap="large")
+    with panel:
+        _budget(configs)
+        budget = st.session_state.get("budget_gmacs") if st.session_state.get("budget_unit") == "gmacs" else None
+    row = configs[st.session_state["stitch_id"]]  # the budget may just have moved the selection
+    with chart:
+        missing = sum(r.get("top1") is None for r in configs)
+        if missing:
+            st.info(f"{missing} of {len(configs)} configurations have no measured accuracy for these weights yet: "
+                    "evaluate them from the Fine-tune tab (steps 0) or with `python -m snnet evaluate`.")
+        zoo_name = "zoo (trained alone)" if net.family.task == "digits" else "timm zoo"
+        figure = pareto_figure(rows, row["id"], before, view.log_x, budget, zoo_name)
+        st.plotly_chart(figure, key=CHART_KEY, on_select="rerun", selection_mode="points",
+                        config={"displaylogo": False})
+    with panel:
+        details(row, net)
+    predictions(net, row)
+
+
+def _images(family: str) -> list[tuple[str, object]]:
+    uploads = st.file_uploader("Upload images", type=IMAGE_TYPES, accept_multiple_files=True,
+                               help="Any size or mode; they are resized and normalised like the training data.")
+    samples = dict(_samples(family))
+    chosen = st.multiselect("Built-in samples", list(samples), default=list(samples)[:2])
+    images = [(name, samples[name]) for name in chosen]
+    for upload in uploads or []:
+        try:
+            images.append((upload.name, load_image(io.BytesIO(upload.getvalue()))))
+        except SnnetError:
+            st.error(f"{upload.name}: not a readable image, skipped")
+    return images
+
+
+@st.cache_resource
+def _samples(family: str) -> list:
+    from snnet.families import get_family
+
+    return sample_images(get_family(family))
+
+
+def predictions(net: StitchableNet, row: dict) -> None:
+    st.subheader("Live predictions")
+    options, compare = st.columns([3, 2])
+    with options:
+        images = _images(net.family.name)
+    with compare:
+        mode = st.radio("Compare with", ["nothing", "its anchors", "another configuration"], key="compare")
+        ids = [row["id"]]
+        if mode == "its anchors":
+            anchors = net.family.anchor_names
+            ids += [anchors.index(name) for name in dict.fromkeys([row["front"], row["back"]]) if anchors.index(name) != row["id"]]
+        elif mode == "another configuration":
+            ids.append(int(st.number_input("Configuration id", 0, len(net.space) - 1, 0, key="compare_id")))
+    if not images:
+        st.caption("Pick a sample or upload an image to see the selected configuration's top-5.")
+        return
+    outputs = {stitch_id: predict(net, stitch_id, [image for _, image in images]) for stitch_id in ids}
+    for index, (name, image) in enumerate(images):
+        columns = st.columns([1] + [2] * len(ids))
+        columns[0].image(image, caption=name, width=96)
+        for column, stitch_id in zip(columns[1:], ids):
+            result = outputs[stitch_id][index]
+            title = f"Anchor {net.space[stitch_id].front}" if net.space[stitch_id].kind == "anchor" else f"Stitch {stitch_id}"
+            column.markdown(f"**{title}** · {result['latency_ms']:.1f} ms")
+            column.dataframe(
+                pd.DataFrame([{"class": p["label"], "probability": p["prob"]} for p in result["top5"]]),
+                hide_index=True, width="stretch",
+                column_config={"probability": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0)})

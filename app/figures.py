@@ -1,0 +1,133 @@
+"""Plotly figures of the explorer: the accuracy/cost curve and the picture of one stitched path.
+
+Every point carries its configuration id as customdata[0] (-1 for zoo models), so a click maps
+to a configuration whatever order the traces are drawn in.
+"""
+import math
+from typing import Optional
+
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from snnet.pareto import pareto_front
+
+PALETTE = qualitative.Plotly
+ANCHOR_COLOUR = "#222222"
+LAYER_COLOUR = "#d62728"
+HOVER = ("<b>%{customdata[1]}</b><br>id %{customdata[0]} · %{customdata[2]}<br>%{x:.4f} GMACs · "
+         "%{customdata[3]:.2f} M params<br>top-1 %{y:.2f} % · %{customdata[4]:.2f} ms<extra></extra>")
+ZOO_HOVER = ("<b>%{customdata[1]}</b><br>%{customdata[2]}<br>%{x:.4f} GMACs · %{customdata[3]:.2f} M params"
+             "<br>top-1 %{y:.2f} %<extra></extra>")
+
+
+def _number(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def row_title(row: dict) -> str:
+    return f"Anchor {row['front']}" if row["kind"] == "anchor" else f"Stitch {row['id']}"
+
+
+def blocks_text(row: dict) -> str:
+    if row["kind"] == "anchor":
+        return "all blocks"
+    return f"{row['front']} blocks 0-{row['front_block']} → {row['back']} blocks {row['back_block']}-end"
+
+
+def _points(rows: list[dict], **trace) -> go.Scatter:
+    return go.Scatter(
+        x=[r["gmacs"] for r in rows], y=[_number(r.get("top1")) for r in rows],
+        customdata=[[r["id"], row_title(r), blocks_text(r), r["params_m"], _number(r.get("latency_ms"))] for r in rows],
+        hovertemplate=HOVER, **trace)
+
+
+def pair_colours(rows: list[dict]) -> dict[tuple[str, str], str]:
+    pairs = sorted({(r["front"], r["back"]) for r in rows if r["kind"] == "stitch"}, key=lambda p: min(
+        r["gmacs"] for r in rows if (r["front"], r["back"]) == p))
+    return {pair: PALETTE[i % len(PALETTE)] for i, pair in enumerate(pairs)}
+
+
+def pareto_figure(rows: list[dict], selected: Optional[int] = None, before: Optional[list[dict]] = None,
+                  log_x: bool = False, budget_gmacs: Optional[float] = None, zoo_name: str = "zoo") -> go.Figure:
+    """top-1 against GMACs: stitches by anchor pair, anchors labelled, the frontier, the zoo, and a
+    faded 'before' curve when these are fine-tuned weights."""
+    configs = [r for r in rows if r["kind"] != "zoo" and r.get("top1") is not None]
+    zoo = [r for r in rows if r["kind"] == "zoo" and r.get("top1") is not None and r.get("gmacs") is not None]
+    figure = go.Figure()
+    if before:
+        figure.add_trace(_points([r for r in before if r["kind"] != "zoo" and r.get("top1") is not None], name="before fine-tune",
+                                 mode="markers", marker=dict(color="#bbbbbb", size=7), legendgroup="before"))
+    for (front, back), colour in pair_colours(configs).items():
+        figure.add_trace(_points([r for r in configs if r["kind"] == "stitch" and (r["front"], r["back"]) == (front, back)],
+                                 name=f"{front} → {back}", mode="markers", legendgroup="stitches",
+                                 marker=dict(color=colour, size=8, line=dict(width=0.5, color="white"))))
+    anchors = [r for r in configs if r["kind"] == "anchor"]
+    figure.add_trace(_points(anchors, name="anchors", mode="markers+text", text=[r["front"] for r in anchors],
+                             textposition="top center", marker=dict(color=ANCHOR_COLOUR, size=16, symbol="star")))
+    front = pareto_front(configs)
+    figure.add_trace(go.Scatter(x=[r["gmacs"] for r in front], y=[r["top1"] for r in front], mode="lines",
+                                name="Pareto frontier", line=dict(color="#444444", dash="dot"), hoverinfo="skip"))
+    if zoo:
+        figure.add_trace(go.Scatter(
+            x=[r["gmacs"] for r in zoo], y=[r["top1"] for r in zoo], mode="markers", name=zoo_name,
+            legendgroup="zoo", marker=dict(symbol="diamond", size=10, color="#8c564b"),
+            customdata=[[-1, r["name"], r.get("source") or "trained alone", _number(r.get("params_m"))] for r in zoo],
+            hovertemplate=ZOO_HOVER))
+    chosen = [r for r in configs if r["id"] == selected]
+    if chosen:
+        figure.add_trace(go.Scatter(x=[chosen[0]["gmacs"]], y=[chosen[0]["top1"]], mode="markers", name="selected",
+                                    showlegend=False, hoverinfo="skip",
+                                    marker=dict(size=22, color="rgba(0,0,0,0)", line=dict(width=3, color=LAYER_COLOUR))))
+    if budget_gmacs is not None:
+        figure.add_vline(x=budget_gmacs, line=dict(color=LAYER_COLOUR, dash="dash", width=1),
+                         annotation_text="budget", annotation_position="bottom right")
+    figure.update_layout(
+        xaxis=dict(title="GMACs", type="log" if log_x else "linear"), yaxis=dict(title="top-1 (%)"),
+        height=520, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.15),
+        clickmode="event+select", dragmode="zoom")
+    return figure
+
+
+def path_figure(row: dict, widths: list[int], depths: list[int], names: list[str]) -> go.Figure:
+    """Blocks as boxes, their heights to scale with the anchors' widths: front blocks 0..j, the
+    stitching layer, then the back anchor's blocks k..L-1 and its head."""
+    index = {name: i for i, name in enumerate(names)}
+    tallest = max(widths)
+    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+    figure = go.Figure()
+    x = 0.0
+
+    def box(anchor: str, label: str, span: float = 1.0) -> None:
+        nonlocal x
+        height = widths[index[anchor]] / tallest
+        figure.add_shape(type="rect", x0=x, x1=x + span * 0.85, y0=-height / 2, y1=height / 2,
+                         fillcolor=colours[anchor], line=dict(width=0), opacity=0.85)
+        if label:
+            figure.add_annotation(x=x + span * 0.425, y=0, text=label, showarrow=False, font=dict(size=9, color="white"))
+        x += span
+
+    front, back = row["front"], row["back"]
+    front_blocks = depths[index[front]] if row["kind"] == "anchor" else row["front_block"] + 1
+    box(front, "emb")
+    start = x
+    for block in range(front_blocks):
+        box(front, str(block))
+    figure.add_annotation(x=(start + x) / 2, y=0.62, showarrow=False,
+                          text=f"{front} · {front_blocks} blocks · width {widths[index[front]]}")
+    if row["kind"] == "stitch":
+        low, high = widths[index[front]] / tallest / 2, widths[index[back]] / tallest / 2
+        figure.add_shape(type="path", path=f"M {x},{-low} L {x + 0.85},{-high} L {x + 0.85},{high} L {x},{low} Z",
+                         fillcolor=LAYER_COLOUR, line=dict(width=0))
+        figure.add_annotation(x=x + 0.42, y=-0.62, showarrow=False,
+                              text=f"stitching layer {row['layer']}: {widths[index[front]]}→{widths[index[back]]}")
+        x += 1.0
+        start = x
+        for block in range(row["back_block"], depths[index[back]]):
+            box(back, str(block))
+        figure.add_annotation(x=(start + x) / 2, y=0.62, showarrow=False,
+                              text=f"{back} · {depths[index[back]] - row['back_block']} blocks · width {widths[index[back]]}")
+    box(back, "head", span=1.2)
+    figure.update_layout(
+        xaxis=dict(visible=False, range=[-0.2, x + 0.2]), yaxis=dict(visible=False, range=[-0.75, 0.75]),
+        height=170, margin=dict(l=0, r=0, t=0, b=0), showlegend=False)
+    return figure

@@ -1,0 +1,109 @@
+"""Fine-tunes from the page: a form that queues a background job, and a panel that follows jobs.
+
+The job runs in its own process (snnet.jobs) and writes to the store; this panel only reads the
+store, polling once a second while a job is queued or running, so it survives a refresh.
+"""
+import pandas as pd
+import streamlit as st
+import torch
+
+from app.state import View, run_label, show_run
+from snnet import jobs
+from snnet.errors import SnnetError
+from snnet.model import StitchableNet
+from snnet.store import Store
+
+ACTIVE = ("queued", "running")
+
+
+def devices() -> list[str]:
+    return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+
+def form(view: View, net: StitchableNet, store: Store, selected: int) -> None:
+    with st.form("finetune"):
+        st.markdown("**Launch a stitching fine-tune** of the weights shown on the curve")
+        scope = st.radio("Configurations", ["all", "chosen"], horizontal=True, key="ft_scope",
+                         help="Each iteration samples one of these configurations, as SN-Net training does.")
+        chosen = st.multiselect("Chosen configurations", list(range(len(net.space))), default=[selected],
+                                key="ft_chosen", format_func=lambda i: configuration_name(net, i))
+        left, right = st.columns(2)
+        steps = left.number_input("Iterations (0: evaluate only)", min_value=0, value=200, step=50, key="ft_steps")
+        batch_size = right.number_input("Batch size", min_value=1, value=64, key="ft_batch")
+        lr = left.number_input("Stitching-layer learning rate", min_value=1e-7, value=1e-3, format="%.1e", key="ft_lr")
+        anchor_lr = right.number_input("Anchor learning rate", min_value=0.0, value=1e-4, format="%.1e", key="ft_anchor_lr")
+        device = st.selectbox("Device", devices(), key="ft_device")
+        launched = st.form_submit_button("Launch fine-tune", type="primary")
+    if launched:
+        spec = jobs.JobSpec(family=view.family, weights=view.weights, stitches=None if scope == "all" else chosen,
+                            steps=int(steps), batch_size=int(batch_size), lr=float(lr), anchor_lr=float(anchor_lr),
+                            device=device, split=view.split, official_compat=view.official_compat)
+        try:
+            job_id = jobs.submit(spec, store)
+            st.toast(f"Job {job_id} queued")
+        except SnnetError as error:
+            st.error(str(error))
+
+
+def configuration_name(net: StitchableNet, stitch_id: int) -> str:
+    config, names = net.space[stitch_id], net.family.anchor_names
+    if config.kind == "anchor":
+        return f"{stitch_id}: anchor {names[config.front]}"
+    return f"{stitch_id}: stitch {names[config.front]} → {names[config.back]}, blocks {config.front_block}→{config.back_block}"
+
+
+def _eta(seconds) -> str:
+    if seconds is None:
+        return ""
+    minutes, seconds = divmod(int(seconds), 60)
+    return f" · ETA {minutes} min {seconds:02d} s" if minutes else f" · ETA {seconds} s"
+
+
+def _job(job: dict, store: Store) -> None:
+    spec = job["spec"]
+    configurations = "all configurations" if spec["stitches"] is None else f"configurations {', '.join(map(str, spec['stitches']))}"
+    title = f"Job {job['id']} · {job['kind']} · {configurations} · {job['steps']} steps on {job['device']} · {job['status']}"
+    with st.container(border=True):
+        st.markdown(f"**{title}**")
+        if job["status"] in ACTIVE:
+            fraction = job["step"] / job["steps"] if job["steps"] else 0.0
+            loss = "" if job["loss"] is None else f" · loss {job['loss']:.3f}"
+            st.progress(min(1.0, fraction), text=f"{job['stage']} · step {job['step']}/{job['steps']}{loss}{_eta(job['eta_s'])}")
+            if st.button("Cancel", key=f"cancel-{job['id']}"):
+                jobs.cancel(store, job["id"])
+        points = store.get_progress(job["id"])
+        if points:
+            st.line_chart(pd.DataFrame(points).set_index("step")["loss"], height=160)
+        if job["status"] == "failed":
+            st.error(f"Job {job['id']} failed: {job['message']}")
+        elif job["status"] == "cancelled":
+            st.info(f"Job {job['id']} was cancelled.")
+        elif job["status"] == "done":
+            result = job["result"]
+            table = pd.DataFrame({"id": result["stitches"],
+                                  "top-1 before": [result["before"].get(str(i)) for i in result["stitches"]],
+                                  "top-1 after": [result["after"].get(str(i)) for i in result["stitches"]]})
+            st.success(f"Job {job['id']} done: {len(table)} configuration{'s' * (len(table) != 1)} evaluated.")
+            st.dataframe(table, hide_index=True, height=min(300, 38 + 35 * len(table)))
+            if job["kind"] == "finetune" and st.button("Show on the curve", key=f"show-{job['id']}",
+                                                       on_click=show_run, args=(job,)):
+                st.rerun()
+
+
+def panel(view: View, store: Store) -> None:
+    """The family's jobs, newest first; polls while any is active, and reruns the page when one ends."""
+    jobs.refresh(store)
+    active = [j["id"] for j in store.list_jobs(view.family) if j["status"] in ACTIVE]
+
+    @st.fragment(run_every=1.0 if active else None)
+    def follow() -> None:
+        listed = store.list_jobs(view.family)
+        still_active = {j["id"] for j in listed if j["status"] in ACTIVE}
+        if set(active) - still_active:
+            st.rerun()  # a job ended: the whole page redraws, with its results on the curve
+        if not listed:
+            st.caption("No jobs yet.")
+        for job in listed:
+            _job(job, store)
+
+    follow()

@@ -1,0 +1,55 @@
+"""The page, top to bottom: sidebar choices, then the Explorer, Fine-tune and Teaching tabs.
+
+Every backend failure the user can cause (missing weights, a bad file, a failing job) arrives as
+an SnnetError and is shown as one line; anything else is shown as one line too, never a traceback.
+"""
+import traceback
+
+import streamlit as st
+
+from app import explorer, finetune, teaching
+from app.state import get_net, get_store, launch_options, load_rows, selected_id, sidebar
+from snnet.errors import SnnetError
+
+
+def page() -> None:
+    store = get_store()
+    with st.sidebar:
+        st.title("snnet")
+        st.caption("Stitchable Neural Networks: one network, many accuracy/cost trade-offs.")
+        view = sidebar(store, launch_options())
+    net = get_net(view.family, view.weights, view.official_compat)
+    explorer.apply_chart_click()
+    rows = load_rows(view, view.weights, store)
+    before = load_rows(view, view.before_weights, store) if view.run_label.startswith("job ") else None
+    selected = selected_id(rows)
+    explore, tune, teach = st.tabs(["Explorer", "Fine-tune", "Teaching"])
+    with explore:
+        guarded(explorer.render, view, net, rows, before, selected)
+    with tune:
+        guarded(finetune.form, view, net, store, selected)
+        guarded(finetune.panel, view, store)
+    with teach:
+        guarded(teaching.render, net, rows)
+
+
+def guarded(section, *args) -> None:
+    """Run one part of the page; if it fails, it shows one line and the other parts still work."""
+    try:
+        section(*args)
+    except SnnetError as error:
+        st.error(str(error))
+    except MemoryError:
+        st.error("Out of memory: choose smaller weights or fewer images.")
+    except Exception as error:  # the terminal keeps the traceback; the page gets one line
+        traceback.print_exc()
+        message = str(error).splitlines()[0] if str(error) else ""
+        if isinstance(error, RuntimeError) and "out of memory" in message.lower():
+            st.error("Out of memory: choose smaller weights or fewer images.")
+        else:
+            st.error(f"Unexpected error: {type(error).__name__}: {message}")
+
+
+def render() -> None:
+    st.set_page_config(page_title="snnet: stitchable networks", layout="wide")
+    guarded(page)

@@ -1,0 +1,110 @@
+"""What the page works on: the chosen family and weights, the loaded network, its rows, the selection.
+
+Heavy objects live in `st.cache_resource` (one network per family, weights and path, kept
+across reruns and sessions, so a new selection never reloads the model); metrics are read from
+the store on every run and never computed here. The selection lives in `st.session_state`.
+"""
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import streamlit as st
+
+from snnet import jobs
+from snnet.api import load_net, results
+from snnet.families import family_names, get_family
+from snnet.model import StitchableNet
+from snnet.pareto import best_under_budget
+from snnet.store import Store, default_path
+
+SHIPPED = "shipped weights"
+SELECTED = "stitch_id"
+
+
+@dataclass(frozen=True)
+class View:
+    family: str
+    weights: Optional[str]  # None: the family's shipped weights
+    before_weights: Optional[str]  # fine-tuned weights: what they started from
+    official_compat: bool
+    split: str
+    log_x: bool
+    run_label: str
+
+
+def launch_options() -> argparse.Namespace:
+    """`streamlit run streamlit_app.py -- --family deit --weights X.safetensors --official-compat`."""
+    parser = argparse.ArgumentParser(prog="streamlit run streamlit_app.py --")
+    parser.add_argument("--family", default="mini")
+    parser.add_argument("--weights")
+    parser.add_argument("--official-compat", action="store_true")
+    return parser.parse_known_args(sys.argv[1:])[0]
+
+
+@st.cache_resource
+def _store(path: str) -> Store:
+    return Store(Path(path))
+
+
+def get_store() -> Store:
+    return _store(str(default_path()))  # $SNNET_HOME may differ between runs of one server
+
+
+@st.cache_resource(show_spinner="Loading the network...", max_entries=4)
+def get_net(family: str, weights: Optional[str], official_compat: bool) -> StitchableNet:
+    return load_net(family, weights, "cpu", official_compat=official_compat)
+
+
+def default_split(family: str) -> str:
+    return "test" if get_family(family).task == "digits" else "val"
+
+
+def load_rows(view: View, weights: Optional[str], store: Store) -> list[dict]:
+    return results(get_net(view.family, weights, view.official_compat), view.split, store, compute_missing=False)
+
+
+def sidebar(store: Store, options: argparse.Namespace) -> View:
+    names = family_names()
+    family = st.selectbox("Family", names, index=names.index(options.family) if options.family in names else 0,
+                          help="A family is a list of anchors of one domain, smallest first.")
+    st.caption(get_family(family).description)
+    if options.weights and family == options.family:
+        runs = {f"file {Path(options.weights).name}": (options.weights, None)}
+    else:
+        runs = {SHIPPED: (None, None)}
+    for job in jobs.runs(store, family):
+        runs[run_label(job)] = (job["result"]["weights"], job["spec"]["weights"])
+    label = st.selectbox("Weights", list(runs), key="run",
+                             help="The shipped network, or the result of a fine-tune launched from this page.")
+    weights, before = runs[label]
+    official_compat = st.toggle(
+        "Official-compat path", value=options.official_compat,
+        help="Run stitched paths without the back anchor's final LayerNorm, as the reference SN-Net code "
+             "does and its released weights expect. Off: the correct path through the final norm.")
+    log_x = st.toggle("Log-scale GMACs")
+    return View(family, weights, before, official_compat, default_split(family), log_x, label)
+
+
+def selected_id(rows: list[dict]) -> int:
+    """The selected configuration, kept valid when the family changes. At first it is the best
+    configuration within half the largest cost: a stitch, on most curves."""
+    configs = [r for r in rows if r["kind"] != "zoo"]
+    if st.session_state.get(SELECTED) is None or not 0 <= st.session_state[SELECTED] < len(configs):
+        middle = best_under_budget(configs, max(r["gmacs"] for r in configs) / 2)
+        st.session_state[SELECTED] = 0 if middle is None else middle["id"]
+    return st.session_state[SELECTED]
+
+
+def select(stitch_id: int) -> None:
+    st.session_state[SELECTED] = int(stitch_id)
+
+
+def run_label(job: dict) -> str:
+    return f"job {job['id']}: fine-tuned {job['steps']} steps"
+
+
+def show_run(job: dict) -> None:
+    """Switch the page to a finished fine-tune's weights (a callback: it runs before the widgets)."""
+    st.session_state["run"] = run_label(job)

@@ -1,0 +1,206 @@
+"""Background jobs: fine-tunes and evaluations, each in its own process, one at a time per device.
+
+A page (or the CLI) submits a job, which is a row in the store, and returns at once. `dispatch`
+starts a worker process for the oldest queued job of a device with nothing running. The worker
+(`python -m snnet job run ID`) trains, evaluates its configurations, writes progress and results
+to the store, then dispatches the next queued job of its device, so the queue drains with no page
+open. Pages only read the store: a browser refresh, or a second browser, sees the same jobs.
+"""
+import os
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Optional
+
+from snnet.errors import SnnetError
+from snnet.store import Store
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+REPORT_EVERY_S = 0.5
+
+
+@dataclass
+class JobSpec:
+    family: str
+    weights: Optional[str] = None  # StitchableNet weights to start from; None: the family's shipped ones
+    stitches: Optional[list[int]] = None  # configurations to train and evaluate; None: all of them
+    steps: int = 200  # 0: evaluate only
+    batch_size: int = 64
+    lr: float = 1e-3  # stitching layers
+    anchor_lr: float = 1e-4
+    device: str = "cpu"
+    split: str = "test"
+    seed: int = 0
+    official_compat: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "finetune" if self.steps > 0 else "evaluate"
+
+
+class Cancelled(Exception):
+    pass
+
+
+def validate(spec: JobSpec) -> None:
+    """Everything that can be checked before a process starts, each failure as one line."""
+    from snnet.families import get_family
+    from snnet.train import resolve_device
+
+    space = get_family(spec.family).space()
+    for stitch_id in spec.stitches or []:
+        space[stitch_id]
+    if spec.stitches is not None and not spec.stitches:
+        raise SnnetError("choose at least one configuration, or all of them")
+    if spec.steps < 0 or spec.batch_size < 1:
+        raise SnnetError(f"steps must be >= 0 and batch size >= 1, got {spec.steps} and {spec.batch_size}")
+    if not (spec.lr > 0 and spec.anchor_lr >= 0):
+        raise SnnetError(f"learning rates must be positive, got {spec.lr} and {spec.anchor_lr}")
+    if spec.weights is not None and not Path(spec.weights).is_file():
+        raise SnnetError(f"weights file {spec.weights} not found")
+    resolve_device(spec.device)
+
+
+def submit(spec: JobSpec, store: Store) -> int:
+    validate(spec)
+    job_id = store.add_job(spec.kind, spec.family, spec.device, asdict(spec), steps=spec.steps)
+    dispatch(store, spec.device)
+    return job_id
+
+
+def run_dir(store: Store, job_id: int) -> Path:
+    return store.path.parent / "runs" / f"job-{job_id}"
+
+
+def dispatch(store: Store, device: str) -> Optional[int]:
+    """Start a worker for the next queued job of `device` if none runs there; its id, or None."""
+    refresh(store)
+    job = store.claim_next_job(device)
+    if job is None:
+        return None
+    folder = run_dir(store, job["id"])
+    folder.mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    with open(folder / "worker.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "snnet", "job", "--store", str(store.path), "run", str(job["id"])],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
+            start_new_session=True,  # outlives the page's server and ignores its Ctrl-C
+        )
+    store.update_job(job["id"], pid=process.pid)
+    return job["id"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reaps our own finished child, which would linger as a zombie
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def refresh(store: Store) -> None:
+    """Mark running jobs whose worker process has died as failed, so their device frees up."""
+    for job in store.list_jobs():
+        if job["status"] == "running" and job["pid"] and not _alive(job["pid"]):
+            if store.get_job(job["id"])["status"] == "running":  # it may have finished meanwhile
+                store.update_job(job["id"], status="failed", stage="failed", finished=time.time(),
+                                 message=f"the worker process stopped unexpectedly (log: {run_dir(store, job['id']) / 'worker.log'})")
+
+
+def cancel(store: Store, job_id: int) -> None:
+    if store.get_job(job_id) is None:
+        raise SnnetError(f"no job {job_id}")
+    store.request_cancel(job_id)
+
+
+def run_job(job_id: int, store: Store) -> None:
+    """The worker: run one claimed job to its end, then start the next one of its device."""
+    job = store.get_job(job_id)
+    if job is None:
+        raise SnnetError(f"no job {job_id}")
+    known = {f.name for f in fields(JobSpec)}
+    spec = JobSpec(**{k: v for k, v in job["spec"].items() if k in known})
+    store.update_job(job_id, pid=os.getpid(), stage="loading the network")
+    try:
+        result = _work(job_id, spec, store)
+        store.update_job(job_id, status="done", stage="done", result=result, eta_s=0.0, finished=time.time())
+    except Cancelled:
+        store.update_job(job_id, status="cancelled", stage="cancelled", finished=time.time())
+    except SnnetError as error:
+        store.update_job(job_id, status="failed", stage="failed", message=str(error), finished=time.time())
+    except Exception as error:  # the page shows one line; the log keeps the traceback
+        traceback.print_exc()
+        store.update_job(job_id, status="failed", stage="failed", finished=time.time(), message=_describe(error, spec))
+    finally:
+        dispatch(store, spec.device)
+
+
+def _describe(error: Exception, spec: JobSpec) -> str:
+    import torch
+
+    if isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower():
+        return f"out of memory on {spec.device} with batch size {spec.batch_size}: try a smaller batch"
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {first_line}"
+
+
+def _work(job_id: int, spec: JobSpec, store: Store) -> dict:
+    from snnet.api import load_net, metrics
+    from snnet.data import train_data
+    from snnet.train import TrainConfig, resolve_device, train
+    from snnet.weights import weights_hash
+
+    net = load_net(spec.family, spec.weights, resolve_device(spec.device), official_compat=spec.official_compat)
+    ids = spec.stitches if spec.stitches is not None else list(range(len(net.space)))
+    before = metrics(net, spec.split, store, compute_missing=False)
+    weights = spec.weights
+    if spec.steps > 0:
+        config = TrainConfig(steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, anchor_lr=spec.anchor_lr,
+                             warmup_steps=max(1, min(150, spec.steps // 10)), stitches=spec.stitches,
+                             seed=spec.seed, device=spec.device, checkpoint_every=max(250, spec.steps // 4))
+        store.update_job(job_id, stage="training")
+        out_dir = run_dir(store, job_id)
+        train(net, train_data(net.family, spec.seed), config, out_dir, progress=_reporter(job_id, store), show_bar=False)
+        weights = str(out_dir / "model.safetensors")
+    if store.get_job(job_id)["cancel"]:
+        raise Cancelled()
+    store.update_job(job_id, stage=f"evaluating {len(ids)} configuration{'s' * (len(ids) != 1)}", eta_s=None)
+    net.eval()
+    after = metrics(net, spec.split, store, stitch_ids=ids)
+    return {"weights": weights, "weights_hash": weights_hash(net), "stitches": ids,
+            "before": {i: before[i]["top1"] for i in ids if i in before},
+            "after": {i: after[i]["top1"] for i in ids}}
+
+
+def _reporter(job_id: int, store: Store):
+    last = [0.0]
+
+    def report(progress) -> None:
+        now = time.monotonic()
+        if now - last[0] < REPORT_EVERY_S and progress.step < progress.steps:
+            return
+        last[0] = now
+        store.add_progress(job_id, progress.step, progress.loss)
+        store.update_job(job_id, step=progress.step, loss=progress.loss, eta_s=progress.eta_s)
+        if store.get_job(job_id)["cancel"]:
+            raise Cancelled()
+
+    return report
+
+
+def runs(store: Store, family: str) -> list[dict]:
+    """Finished fine-tunes of a family, newest first: the weights a page can switch to."""
+    return [job for job in store.list_jobs(family) if job["kind"] == "finetune" and job["status"] == "done"]

@@ -1,0 +1,106 @@
+"""Background jobs: the queue, cancelling, dead workers, and real worker processes end to end."""
+import subprocess
+import sys
+import time
+
+import pytest
+
+from snnet import jobs
+from snnet.api import load_net
+from snnet.data import eval_set
+from snnet.evaluate import evaluate_space
+from snnet.store import Store
+
+SHIPPED_TOP1 = {0: 62.638888888888886, 24: 60.94444444444444}  # checkpoints/mini/metrics.json
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path / "store.sqlite")
+
+
+def _wait(store, job_id, states, timeout=180.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs.refresh(store)
+        job = store.get_job(job_id)
+        if job["status"] in states:
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} still {store.get_job(job_id)['status']} after {timeout} s")
+
+
+def test_one_job_runs_per_device_and_the_rest_wait_in_order(store):
+    first, second = (store.add_job("finetune", "mini", "cpu", {}) for _ in range(2))
+    other_device = store.add_job("finetune", "mini", "cuda:0", {})
+    assert store.claim_next_job("cpu")["id"] == first
+    assert store.claim_next_job("cpu") is None  # the first still runs
+    assert store.claim_next_job("cuda:0")["id"] == other_device
+    store.update_job(first, status="done")
+    assert store.claim_next_job("cpu")["id"] == second
+
+
+def test_cancelling_a_queued_job_is_immediate_and_a_running_one_is_flagged(store):
+    running, queued = (store.add_job("finetune", "mini", "cpu", {}) for _ in range(2))
+    store.claim_next_job("cpu")
+    jobs.cancel(store, queued)
+    jobs.cancel(store, running)
+    assert store.get_job(queued)["status"] == "cancelled"
+    assert store.get_job(running)["status"] == "running" and store.get_job(running)["cancel"]
+
+
+def test_a_worker_that_died_fails_its_job_and_frees_the_device(store):
+    job_id = store.add_job("finetune", "mini", "cpu", {})
+    store.claim_next_job("cpu")
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    store.update_job(job_id, pid=process.pid)
+    jobs.refresh(store)
+    job = store.get_job(job_id)
+    assert job["status"] == "failed" and job["message"].startswith("the worker process stopped unexpectedly")
+    waiting = store.add_job("finetune", "mini", "cpu", {})
+    assert store.claim_next_job("cpu")["id"] == waiting
+
+
+def test_bad_requests_are_refused_before_any_process_starts(store):
+    with pytest.raises(Exception, match="stitch id 71 is out of range"):
+        jobs.submit(jobs.JobSpec("mini", stitches=[0, 71]), store)
+    with pytest.raises(Exception, match="weights file /nowhere.safetensors not found"):
+        jobs.submit(jobs.JobSpec("mini", weights="/nowhere.safetensors"), store)
+    assert store.list_jobs() == []
+
+
+def test_a_tiny_fine_tune_runs_in_its_own_process_and_its_numbers_are_real(store):
+    job_id = jobs.submit(jobs.JobSpec("mini", stitches=[0, 24], steps=4, batch_size=16), store)
+    job = _wait(store, job_id, {"done", "failed"})
+    assert job["status"] == "done", job["message"]
+    assert job["step"] == 4 and store.get_progress(job_id)[-1]["step"] == 4
+    result = job["result"]
+    assert result["before"] == {str(i): top1 for i, top1 in SHIPPED_TOP1.items()}
+    net = load_net("mini", result["weights"])  # the weights the job wrote, evaluated here independently
+    images, labels = eval_set(net.family, "test")
+    measured = evaluate_space(net, images, labels, [0, 24])
+    assert result["after"] == {str(i): measured[i]["top1"] for i in (0, 24)}
+    assert result["after"] != result["before"]
+
+
+def test_a_failing_job_says_why_in_one_line_and_the_queue_goes_on(store, tmp_path):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a safetensors file")
+    failing = jobs.submit(jobs.JobSpec("mini", weights=str(broken), steps=2, batch_size=8), store)
+    following = jobs.submit(jobs.JobSpec("mini", stitches=[0], steps=0), store)
+    job = _wait(store, failing, {"done", "failed"})
+    assert job["status"] == "failed" and "is not a readable safetensors file" in job["message"]
+    assert "\n" not in job["message"]
+    assert _wait(store, following, {"done", "failed"})["status"] == "done"
+
+
+@pytest.mark.slow
+def test_a_running_job_stops_when_cancelled(store):
+    job_id = jobs.submit(jobs.JobSpec("mini", steps=5000, batch_size=16), store)
+    deadline = time.monotonic() + 120
+    while store.get_job(job_id)["step"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    jobs.cancel(store, job_id)
+    job = _wait(store, job_id, {"cancelled", "failed", "done"}, timeout=60)
+    assert job["status"] == "cancelled" and job["step"] < 5000
