@@ -9,8 +9,10 @@ from app.state import View, select
 from snnet.api import predict
 from snnet.data import load_image, sample_images
 from snnet.errors import SnnetError
+from snnet.jobs import JobSpec, submit
 from snnet.model import StitchableNet
 from snnet.pareto import BUDGET_KEYS, best_under_budget
+from snnet.store import Store
 
 CHART_KEY = "pareto"
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
@@ -58,6 +60,14 @@ def _budget(configs: list[dict]) -> None:
                    f"(top-1 {best['top1']:.2f} %, {best[unit]:.4g} {BUDGET_KEYS[unit]})")
 
 
+def _offer_evaluation(view: View, missing: list[int], total: int, store: Store) -> None:
+    st.info(f"{len(missing)} of {total} configurations have no measured accuracy for these weights and settings yet.")
+    if st.button(f"Evaluate {'them' if len(missing) > 1 else 'it'} in the background", key="evaluate_missing"):
+        spec = JobSpec(family=view.family, weights=view.weights, stitches=missing, steps=0, split=view.split,
+                       official_compat=view.official_compat, data=view.data)
+        st.toast(f"Job {submit(spec, store)} queued: follow it in the Fine-tune tab")
+
+
 def details(row: dict, net: StitchableNet) -> None:
     st.subheader(row_title(row) if row["kind"] == "stitch" else f"{row_title(row)} (id {row['id']})")
     st.caption(blocks_text(row) + ("" if row["kind"] == "anchor" else f" · stitching layer {row['layer']}"))
@@ -71,7 +81,7 @@ def details(row: dict, net: StitchableNet) -> None:
         st.caption("Not measured for these weights yet.")
 
 
-def render(view: View, net: StitchableNet, rows: list[dict], before: list[dict], selected: int) -> None:
+def render(view: View, net: StitchableNet, rows: list[dict], before: list[dict], selected: int, store: Store) -> None:
     configs = [r for r in rows if r["kind"] != "zoo"]
     row = configs[selected]
     chart, panel = st.columns([3, 2], gap="large")
@@ -80,10 +90,9 @@ def render(view: View, net: StitchableNet, rows: list[dict], before: list[dict],
         budget = st.session_state.get("budget_gmacs") if st.session_state.get("budget_unit") == "gmacs" else None
     row = configs[st.session_state["stitch_id"]]  # the budget may just have moved the selection
     with chart:
-        missing = sum(r.get("top1") is None for r in configs)
+        missing = [r["id"] for r in configs if r.get("top1") is None]
         if missing:
-            st.info(f"{missing} of {len(configs)} configurations have no measured accuracy for these weights yet: "
-                    "evaluate them from the Fine-tune tab (steps 0) or with `python -m snnet evaluate`.")
+            _offer_evaluation(view, missing, len(configs), store)
         zoo_name = "zoo (trained alone)" if net.family.task == "digits" else "timm zoo"
         figure = pareto_figure(rows, row["id"], before, view.log_x, budget, zoo_name)
         st.plotly_chart(figure, key=CHART_KEY, on_select="rerun", selection_mode="points",

@@ -37,7 +37,7 @@ def form(view: View, net: StitchableNet, store: Store, selected: int) -> None:
     if launched:
         spec = jobs.JobSpec(family=view.family, weights=view.weights, stitches=None if scope == "all" else chosen,
                             steps=int(steps), batch_size=int(batch_size), lr=float(lr), anchor_lr=float(anchor_lr),
-                            device=device, split=view.split, official_compat=view.official_compat)
+                            device=device, split=view.split, official_compat=view.official_compat, data=view.data)
         try:
             job_id = jobs.submit(spec, store)
             st.toast(f"Job {job_id} queued")

@@ -25,7 +25,7 @@ def page() -> None:
     selected = selected_id(rows)
     explore, tune, teach = st.tabs(["Explorer", "Fine-tune", "Teaching"])
     with explore:
-        guarded(explorer.render, view, net, rows, before, selected)
+        guarded(explorer.render, view, net, rows, before, selected, store)
     with tune:
         guarded(finetune.form, view, net, store, selected)
         guarded(finetune.panel, view, store)

@@ -5,6 +5,7 @@ across reruns and sessions, so a new selection never reloads the model); metrics
 the store on every run and never computed here. The selection lives in `st.session_state`.
 """
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ class View:
     split: str
     log_x: bool
     run_label: str
+    data: Optional[str]  # ImageNet families: the folder with train/ and val/
 
 
 def launch_options() -> argparse.Namespace:
@@ -62,7 +64,8 @@ def default_split(family: str) -> str:
 
 
 def load_rows(view: View, weights: Optional[str], store: Store) -> list[dict]:
-    return results(get_net(view.family, weights, view.official_compat), view.split, store, compute_missing=False)
+    return results(get_net(view.family, weights, view.official_compat), view.split, store, compute_missing=False,
+                   data=view.data)
 
 
 def sidebar(store: Store, options: argparse.Namespace) -> View:
@@ -84,7 +87,12 @@ def sidebar(store: Store, options: argparse.Namespace) -> View:
         help="Run stitched paths without the back anchor's final LayerNorm, as the reference SN-Net code "
              "does and its released weights expect. Off: the correct path through the final norm.")
     log_x = st.toggle("Log-scale GMACs")
-    return View(family, weights, before, official_compat, default_split(family), log_x, label)
+    data = None
+    if get_family(family).task != "digits":
+        data = st.text_input("ImageNet folder", os.environ.get("SNNET_IMAGENET", ""),
+                             help="A folder with train/<wnid>/ and val/<wnid>/ images, for fine-tunes and "
+                                  "evaluations launched from this page.").strip() or None
+    return View(family, weights, before, official_compat, default_split(family), log_x, label, data)
 
 
 def selected_id(rows: list[dict]) -> int:

@@ -35,6 +35,7 @@ class JobSpec:
     split: str = "test"
     seed: int = 0
     official_compat: bool = False
+    data: Optional[str] = None  # ImageNet families: the folder with train/ and val/ (default $SNNET_IMAGENET)
 
     @property
     def kind(self) -> str:
@@ -173,13 +174,14 @@ def _work(job_id: int, spec: JobSpec, store: Store) -> dict:
                              seed=spec.seed, device=spec.device, checkpoint_every=max(250, spec.steps // 4))
         store.update_job(job_id, stage="training")
         out_dir = run_dir(store, job_id)
-        train(net, train_data(net.family, spec.seed), config, out_dir, progress=_reporter(job_id, store), show_bar=False)
+        data = train_data(net.family, spec.seed, spec.data)
+        train(net, data, config, out_dir, progress=_reporter(job_id, store), show_bar=False)
         weights = str(out_dir / "model.safetensors")
     if store.get_job(job_id)["cancel"]:
         raise Cancelled()
     store.update_job(job_id, stage=f"evaluating {len(ids)} configuration{'s' * (len(ids) != 1)}", eta_s=None)
     net.eval()
-    after = metrics(net, spec.split, store, stitch_ids=ids)
+    after = metrics(net, spec.split, store, stitch_ids=ids, data=spec.data)
     return {"weights": weights, "weights_hash": weights_hash(net), "stitches": ids,
             "before": {i: before[i]["top1"] for i in ids if i in before},
             "after": {i: after[i]["top1"] for i in ids}}

@@ -114,3 +114,10 @@ def test_a_fine_tune_from_the_page_runs_as_a_job_and_lands_on_the_curve(app, tmp
     assert app.sidebar.selectbox[1].value == "job 1: fine-tuned 3 steps"
     spec = app.get("plotly_chart")[0].proto.spec
     assert "before fine-tune" in spec
+
+
+def test_the_official_compat_path_has_its_own_figures_and_offers_to_measure_them(app):
+    app.sidebar.toggle[0].set_value(True).run()
+    assert not app.exception and not app.error
+    assert app.info[0].value == "71 of 71 configurations have no measured accuracy for these weights and settings yet."
+    assert any(b.label == "Evaluate them in the background" for b in app.button)

@@ -153,6 +153,6 @@ def test_a_tiny_fine_tune_runs_and_lands_on_the_curve(page):
     page.get_by_role("button", name="Show on the curve").click()
     page.get_by_role("tab", name="Explorer").click()
     try:
-        page.locator(".js-plotly-plot .legendtext", has_text="before fine-tune").first.wait_for(timeout=60_000)
+        page.locator(".js-plotly-plot .legendtext", has_text="before fine-tune").first.wait_for(timeout=120_000)
     finally:
         _shot(page, "6-after-fine-tune")
