@@ -121,3 +121,30 @@ def test_the_official_compat_path_has_its_own_figures_and_offers_to_measure_them
     assert not app.exception and not app.error
     assert app.info[0].value == "71 of 71 configurations have no measured accuracy for these weights and settings yet."
     assert any(b.label == "Evaluate them in the background" for b in app.button)
+
+
+@pytest.mark.slow
+def test_imagenet_mode_shows_the_timm_zoo_and_predicts_imagenet_classes(tmp_path, monkeypatch):
+    import sys
+
+    import torch
+
+    from snnet.data import class_labels
+    from snnet.model import StitchableNet
+    from snnet.weights import save_weights
+
+    weights = tmp_path / "deit-random.safetensors"
+    torch.manual_seed(0)
+    save_weights(StitchableNet.from_family("deit"), weights)
+    monkeypatch.setenv("SNNET_HOME", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--family", "deit", "--weights", str(weights)])
+    app = AppTest.from_file(APP, default_timeout=300).run()
+    assert not app.exception and not app.error
+    assert app.sidebar.selectbox[1].value == "file deit-random.safetensors"
+    assert app.info[0].value.startswith("71 of 71 configurations have no measured accuracy")
+    spec = app.get("plotly_chart")[0].proto.spec
+    assert "timm zoo" in spec and "deit_small_patch16_224" in spec
+    titles = _prediction_titles(app)
+    assert len(titles) == 2  # scikit-learn's two sample photos through the selection
+    classes = set(app.dataframe[0].value["class"])
+    assert len(classes) == 5 and classes <= set(class_labels(get_family("deit")))

@@ -148,6 +148,9 @@ def test_a_tiny_fine_tune_runs_and_lands_on_the_curve(page):
     page.get_by_role("button", name="Launch fine-tune").click()
     page.get_by_text(re.compile(r"^Job 1 · finetune")).first.wait_for(timeout=30_000)
     _shot(page, "4-job-running")
+    page.reload()  # the job lives in its own process and the store, not in this browser session
+    page.wait_for_selector(POINT, timeout=90_000)
+    page.get_by_role("tab", name="Fine-tune").click()
     page.get_by_text(re.compile(r"^Job 1 done")).wait_for(timeout=180_000)
     _shot(page, "5-job-done")
     page.get_by_role("button", name="Show on the curve").click()
