@@ -1,5 +1,7 @@
 """The explorer: the accuracy/cost curve, the selected configuration, a budget, live predictions."""
+import hashlib
 import io
+from dataclasses import asdict
 
 import pandas as pd
 import streamlit as st
@@ -62,10 +64,17 @@ def _budget(configs: list[dict]) -> None:
 
 def _offer_evaluation(view: View, missing: list[int], total: int, store: Store) -> None:
     st.info(f"{len(missing)} of {total} configurations have no measured accuracy for these weights and settings yet.")
-    if st.button(f"Evaluate {'them' if len(missing) > 1 else 'it'} in the background", key="evaluate_missing"):
-        spec = JobSpec(family=view.family, weights=view.weights, stitches=missing, steps=0, split=view.split,
-                       official_compat=view.official_compat, data=view.data)
-        st.toast(f"Job {submit(spec, store)} queued: follow it in the Fine-tune tab")
+    spec = JobSpec(family=view.family, weights=view.weights, stitches=missing, steps=0, split=view.split,
+                   official_compat=view.official_compat, data=view.data)
+    pending = [job["id"] for job in store.list_jobs(view.family)
+               if job["status"] in ("queued", "running") and job["spec"] == asdict(spec)]
+    if pending:
+        st.caption(f"Job {pending[0]} is measuring them: follow it in the Fine-tune tab.")
+    elif st.button(f"Evaluate {'them' if len(missing) > 1 else 'it'} in the background", key="evaluate_missing"):
+        try:
+            st.toast(f"Job {submit(spec, store)} queued: follow it in the Fine-tune tab")
+        except SnnetError as error:
+            st.error(str(error))
 
 
 def details(row: dict, net: StitchableNet) -> None:
@@ -88,7 +97,6 @@ def render(view: View, net: StitchableNet, rows: list[dict], before: list[dict],
     with panel:
         _budget(configs)
         budget = st.session_state.get("budget_gmacs") if st.session_state.get("budget_unit") == "gmacs" else None
-    row = configs[st.session_state["stitch_id"]]  # the budget may just have moved the selection
     with chart:
         missing = [r["id"] for r in configs if r.get("top1") is None]
         if missing:
@@ -99,7 +107,7 @@ def render(view: View, net: StitchableNet, rows: list[dict], before: list[dict],
                         config={"displaylogo": False})
     with panel:
         details(row, net)
-    predictions(net, row)
+    predictions(net, row, (view.family, view.weights, view.official_compat))
 
 
 def _images(family: str) -> list[tuple[str, object]]:
@@ -123,7 +131,17 @@ def _samples(family: str) -> list:
     return sample_images(get_family(family))
 
 
-def predictions(net: StitchableNet, row: dict) -> None:
+def _digest(image) -> str:
+    return hashlib.sha256(image.mode.encode() + str(image.size).encode() + image.tobytes()).hexdigest()
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _predict(_net: StitchableNet, net_key: tuple, stitch_id: int, image_digest: str, _image) -> dict:
+    """One image through one configuration, kept so that unrelated reruns do not predict again."""
+    return predict(_net, stitch_id, [_image])[0]
+
+
+def predictions(net: StitchableNet, row: dict, view_key: tuple) -> None:
     st.subheader("Live predictions")
     options, compare = st.columns([3, 2])
     with options:
@@ -139,7 +157,8 @@ def predictions(net: StitchableNet, row: dict) -> None:
     if not images:
         st.caption("Pick a sample or upload an image to see the selected configuration's top-5.")
         return
-    outputs = {stitch_id: predict(net, stitch_id, [image for _, image in images]) for stitch_id in ids}
+    outputs = {stitch_id: [_predict(net, view_key, stitch_id, _digest(image), image) for _, image in images]
+               for stitch_id in ids}
     for index, (name, image) in enumerate(images):
         columns = st.columns([1] + [2] * len(ids))
         columns[0].image(image, caption=name, width=96)

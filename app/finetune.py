@@ -91,19 +91,24 @@ def _job(job: dict, store: Store) -> None:
 
 
 def panel(view: View, store: Store) -> None:
-    """The family's jobs, newest first; polls while any is active, and reruns the page when one ends."""
+    """The family's jobs, newest first. Active ones are redrawn every second from the store; when
+    one ends, the whole page reruns so its results reach the curve."""
     jobs.refresh(store)
-    active = [j["id"] for j in store.list_jobs(view.family) if j["status"] in ACTIVE]
+    listed = store.list_jobs(view.family)
+    active = [job["id"] for job in listed if job["status"] in ACTIVE]
+    if active:
+        @st.fragment(run_every=1.0)
+        def follow() -> None:
+            jobs.refresh(store)
+            current = [store.get_job(job_id) for job_id in active]
+            if any(job["status"] not in ACTIVE for job in current):
+                st.rerun()
+            for job in current:
+                _job(job, store)
 
-    @st.fragment(run_every=1.0 if active else None)
-    def follow() -> None:
-        listed = store.list_jobs(view.family)
-        still_active = {j["id"] for j in listed if j["status"] in ACTIVE}
-        if set(active) - still_active:
-            st.rerun()  # a job ended: the whole page redraws, with its results on the curve
-        if not listed:
-            st.caption("No jobs yet.")
-        for job in listed:
+        follow()
+    for job in listed:
+        if job["status"] not in ACTIVE:
             _job(job, store)
-
-    follow()
+    if not listed:
+        st.caption("No jobs yet.")

@@ -9,7 +9,7 @@ import streamlit as st
 
 from app import explorer, finetune, teaching
 from app.state import get_net, get_store, launch_options, load_rows, selected_id, sidebar
-from snnet.errors import SnnetError
+from snnet.errors import SnnetError, out_of_memory
 
 
 def page() -> None:
@@ -39,15 +39,12 @@ def guarded(section, *args) -> None:
         section(*args)
     except SnnetError as error:
         st.error(str(error))
-    except MemoryError:
-        st.error("Out of memory: choose smaller weights or fewer images.")
     except Exception as error:  # the terminal keeps the traceback; the page gets one line
         traceback.print_exc()
-        message = str(error).splitlines()[0] if str(error) else ""
-        if isinstance(error, RuntimeError) and "out of memory" in message.lower():
-            st.error("Out of memory: choose smaller weights or fewer images.")
+        if out_of_memory(error):
+            st.error("Out of memory: choose smaller weights, fewer images or fewer configurations to compare.")
         else:
-            st.error(f"Unexpected error: {type(error).__name__}: {message}")
+            st.error(f"Unexpected error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
 
 
 def render() -> None:

@@ -15,6 +15,8 @@ import streamlit as st
 
 from snnet import jobs
 from snnet.api import load_net, results
+from snnet.data import default_split
+from snnet.errors import SnnetError
 from snnet.families import family_names, get_family
 from snnet.model import StitchableNet
 from snnet.pareto import best_under_budget
@@ -59,13 +61,14 @@ def get_net(family: str, weights: Optional[str], official_compat: bool) -> Stitc
     return load_net(family, weights, "cpu", official_compat=official_compat)
 
 
-def default_split(family: str) -> str:
-    return "test" if get_family(family).task == "digits" else "val"
-
-
 def load_rows(view: View, weights: Optional[str], store: Store) -> list[dict]:
-    return results(get_net(view.family, weights, view.official_compat), view.split, store, compute_missing=False,
-                   data=view.data)
+    """Cost and cached metrics of every configuration, then the zoo; nothing is evaluated here."""
+    net = get_net(view.family, weights, view.official_compat)
+    try:
+        return results(net, view.split, store, compute_missing=False, data=view.data)
+    except SnnetError as error:  # a mistyped folder must not hide the page
+        st.warning(f"{error}: showing the figures cached without a folder")
+        return results(net, view.split, store, compute_missing=False)
 
 
 def sidebar(store: Store, options: argparse.Namespace) -> View:
@@ -90,9 +93,9 @@ def sidebar(store: Store, options: argparse.Namespace) -> View:
     data = None
     if get_family(family).task != "digits":
         data = st.text_input("ImageNet folder", os.environ.get("SNNET_IMAGENET", ""),
-                             help="A folder with train/<wnid>/ and val/<wnid>/ images, for fine-tunes and "
-                                  "evaluations launched from this page.").strip() or None
-    return View(family, weights, before, official_compat, default_split(family), log_x, label, data)
+                             help="A folder with train/<wnid>/ and val/<wnid>/ images: the curve shows the "
+                                  "figures measured on it, and fine-tunes and evaluations from this page use it.").strip() or None
+    return View(family, weights, before, official_compat, default_split(get_family(family)), log_x, label, data)
 
 
 def selected_id(rows: list[dict]) -> int:

@@ -204,7 +204,8 @@ def cmd_job(args: argparse.Namespace) -> None:
     elif args.action == "submit":
         spec = jobs.JobSpec(family=args.family, weights=args.weights, stitches=_parse_ids(args.stitches),
                             steps=args.steps, batch_size=args.batch_size, lr=args.lr, anchor_lr=args.anchor_lr,
-                            device=args.device, split=args.split)
+                            device=args.device, split=args.split, seed=args.seed,
+                            official_compat=args.official_compat, data=args.data)
         print(f"job {jobs.submit(spec, store)} queued")
     else:
         jobs.refresh(store)
@@ -325,7 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--lr", type=float, default=1e-3, help="stitching layers")
     submit.add_argument("--anchor-lr", type=float, default=1e-4)
     submit.add_argument("--device", default="cpu")
-    submit.add_argument("--split", default="test", choices=["val", "test"])
+    submit.add_argument("--split", choices=["val", "test"], help="default: test for digits, val for ImageNet")
+    submit.add_argument("--seed", type=int, default=0)
+    submit.add_argument("--official-compat", action="store_true", help=OFFICIAL_COMPAT_HELP)
+    submit.add_argument("--data", help="ImageNet families: the folder with train/ and val/")
     job.set_defaults(run=cmd_job)
 
     bench = commands.add_parser("bench", help="measure speed and fit figures (BENCHMARKS.md)")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -195,6 +196,18 @@ def class_labels(family) -> list[str]:
     return [info.index_to_description(i) for i in range(family.num_classes)]
 
 
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # 16/32-bit grey: scaled, not clipped, to 8 bits
+
+
+def _to_8_bit(image) -> "Image.Image":
+    from PIL import Image
+
+    values = np.asarray(image, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
+    return Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+
+
 def load_image(path) -> "Image.Image":
     """Open any image Pillow reads; a file it cannot read is one clear error naming the file."""
     from PIL import Image, UnidentifiedImageError
@@ -202,7 +215,7 @@ def load_image(path) -> "Image.Image":
     try:
         with Image.open(path) as image:
             image.load()
-            return image.copy()
+            return _to_8_bit(image) if image.mode in WIDE_MODES else image.copy()
     except FileNotFoundError:
         raise SnnetError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:

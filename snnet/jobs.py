@@ -4,18 +4,19 @@ A page (or the CLI) submits a job, which is a row in the store, and returns at o
 starts a worker process for the oldest queued job of a device with nothing running. The worker
 (`python -m snnet job run ID`) trains, evaluates its configurations, writes progress and results
 to the store, then dispatches the next queued job of its device, so the queue drains with no page
-open. Pages only read the store: a browser refresh, or a second browser, sees the same jobs.
+open. Pages submit, cancel and read jobs through the store alone, so a browser refresh, or a
+second browser, sees the same jobs.
 """
 import os
 import subprocess
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Optional
 
-from snnet.errors import SnnetError
+from snnet.errors import SnnetError, out_of_memory
 from snnet.store import Store
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +33,7 @@ class JobSpec:
     lr: float = 1e-3  # stitching layers
     anchor_lr: float = 1e-4
     device: str = "cpu"
-    split: str = "test"
+    split: Optional[str] = None  # None: the family's evaluation split (test for digits, val for ImageNet)
     seed: int = 0
     official_compat: bool = False
     data: Optional[str] = None  # ImageNet families: the folder with train/ and val/ (default $SNNET_IMAGENET)
@@ -66,7 +67,10 @@ def validate(spec: JobSpec) -> None:
 
 
 def submit(spec: JobSpec, store: Store) -> int:
+    from snnet.train import resolve_device
+
     validate(spec)
+    spec = replace(spec, device=str(resolve_device(spec.device)))  # "auto" and "cpu" share one queue
     job_id = store.add_job(spec.kind, spec.family, spec.device, asdict(spec), steps=spec.steps)
     dispatch(store, spec.device)
     return job_id
@@ -78,19 +82,24 @@ def run_dir(store: Store, job_id: int) -> Path:
 
 def dispatch(store: Store, device: str) -> Optional[int]:
     """Start a worker for the next queued job of `device` if none runs there; its id, or None."""
-    refresh(store)
+    _fail_dead_workers(store)
     job = store.claim_next_job(device)
     if job is None:
         return None
     folder = run_dir(store, job["id"])
-    folder.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-    with open(folder / "worker.log", "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "snnet", "job", "--store", str(store.path), "run", str(job["id"])],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
-            start_new_session=True,  # outlives the page's server and ignores its Ctrl-C
-        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "worker.log", "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "snnet", "job", "--store", str(store.path), "run", str(job["id"])],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
+                start_new_session=True,  # outlives the page's server and ignores its Ctrl-C
+            )
+    except OSError as error:
+        store.update_job(job["id"], status="failed", stage="failed", finished=time.time(),
+                         message=f"cannot start the worker process: {error.strerror or error}")
+        return dispatch(store, device)
     store.update_job(job["id"], pid=process.pid)
     return job["id"]
 
@@ -112,13 +121,22 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def refresh(store: Store) -> None:
-    """Mark running jobs whose worker process has died as failed, so their device frees up."""
+def _fail_dead_workers(store: Store) -> None:
     for job in store.list_jobs():
-        if job["status"] == "running" and job["pid"] and not _alive(job["pid"]):
+        if job["status"] != "running" or (job["pid"] is None and time.time() - job["started"] < 60):
+            continue  # a worker that is still starting has no pid for a moment
+        if job["pid"] is None or not _alive(job["pid"]):
             if store.get_job(job["id"])["status"] == "running":  # it may have finished meanwhile
                 store.update_job(job["id"], status="failed", stage="failed", finished=time.time(),
                                  message=f"the worker process stopped unexpectedly (log: {run_dir(store, job['id']) / 'worker.log'})")
+
+
+def refresh(store: Store) -> None:
+    """Fail the jobs whose worker died (killed, out of memory, a reboot) and start whatever queued
+    jobs can now run, so a queue never stalls behind a worker that did not exit cleanly."""
+    _fail_dead_workers(store)
+    for device in {job["device"] for job in store.list_jobs() if job["status"] == "queued"}:
+        dispatch(store, device)
 
 
 def cancel(store: Store, job_id: int) -> None:
@@ -144,16 +162,15 @@ def run_job(job_id: int, store: Store) -> None:
         store.update_job(job_id, status="failed", stage="failed", message=str(error), finished=time.time())
     except Exception as error:  # the page shows one line; the log keeps the traceback
         traceback.print_exc()
-        store.update_job(job_id, status="failed", stage="failed", finished=time.time(), message=_describe(error, spec))
+        stage = store.get_job(job_id)["stage"] or "starting"
+        store.update_job(job_id, status="failed", stage="failed", finished=time.time(), message=_describe(error, spec, stage))
     finally:
         dispatch(store, spec.device)
 
 
-def _describe(error: Exception, spec: JobSpec) -> str:
-    import torch
-
-    if isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower():
-        return f"out of memory on {spec.device} with batch size {spec.batch_size}: try a smaller batch"
+def _describe(error: Exception, spec: JobSpec, stage: str) -> str:
+    if out_of_memory(error):
+        return f"out of memory on {spec.device} while {stage} (batch size {spec.batch_size}): try a smaller batch"
     first_line = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {first_line}"
 
@@ -166,7 +183,7 @@ def _work(job_id: int, spec: JobSpec, store: Store) -> dict:
 
     net = load_net(spec.family, spec.weights, resolve_device(spec.device), official_compat=spec.official_compat)
     ids = spec.stitches if spec.stitches is not None else list(range(len(net.space)))
-    before = metrics(net, spec.split, store, compute_missing=False)
+    before = metrics(net, spec.split, store, compute_missing=False, data=spec.data)
     weights = spec.weights
     if spec.steps > 0:
         config = TrainConfig(steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, anchor_lr=spec.anchor_lr,

@@ -37,7 +37,6 @@ CREATE TABLE IF NOT EXISTS job_progress (
     PRIMARY KEY (job_id, step)
 );
 """
-JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 JOB_UPDATABLE = ("status", "pid", "step", "steps", "loss", "eta_s", "stage", "message", "result", "started", "finished")
 METRIC_FIELDS = ("top1", "top5", "loss", "latency_ms")
 ZOO_FIELDS = ("weights", "gmacs", "params_m", "top1", "top5", "latency_ms", "source")

@@ -66,9 +66,13 @@ class Progress:
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SnnetError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise SnnetError(f"device {name!r} was asked for but no CUDA GPU is available")
-    return torch.device(name)
+    return device
 
 
 def distributed_context() -> tuple[int, int, int]:

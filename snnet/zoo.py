@@ -114,7 +114,7 @@ def timm_zoo(path: Optional[Path] = None) -> list[dict]:
         source = f"timm {path.name}" + (" with benchmark GMACs" if gmacs else "")
         rows = [_row(r["model"], int(r["img_size"]), float(r["top1"]), _number(r.get("top5")),
                      gmacs.get((r["model"].split(".")[0], r["img_size"])), _number(r["param_count"]), source)
-                for r in results]
+                for r in results if _number(r["img_size"]) is not None and _number(r["top1"]) is not None]
     return sorted(rows, key=lambda row: (row["gmacs"] is None, row["gmacs"] or 0.0, row["name"]))
 
 

@@ -35,12 +35,14 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     port = _free_port()
-    environment = {**os.environ, "SNNET_HOME": str(tmp_path_factory.mktemp("snnet-home"))}
+    home = tmp_path_factory.mktemp("snnet-home")
+    environment = {**os.environ, "SNNET_HOME": str(home)}
+    log = open(home / "server.log", "wb")  # a file, not a pipe nobody reads, which could fill up
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.headless", "true",
          "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -51,10 +53,11 @@ def server(tmp_path_factory):
             time.sleep(0.2)
     else:
         process.kill()
-        pytest.fail(f"streamlit did not start: {process.stdout.read().decode()[-2000:]}")
+        pytest.fail(f"streamlit did not start: {(home / 'server.log').read_text()[-2000:]}")
     yield url, started
     process.terminate()
     process.wait(timeout=20)
+    log.close()
     SHOTS.mkdir(exist_ok=True)
     (SHOTS / "timings.json").write_text(json.dumps(TIMINGS, indent=1))
 

@@ -66,6 +66,15 @@ def test_any_mode_and_format_becomes_a_model_input(mini, mode, fmt):
     assert x.shape == (1, 32, 32) and torch.isfinite(x).all()
 
 
+def test_16_bit_images_keep_their_contrast(mini):
+    grey = np.linspace(0, 255, 48 * 48).reshape(48, 48).round().astype(np.uint8)
+    wide = Image.fromarray(grey.astype(np.uint16) * 257)  # the same picture in 16 bits ("I;16")
+    assert wide.mode == "I;16"
+    loaded = load_image(_encoded(wide, "PNG"))
+    assert loaded.mode == "L" and np.array_equal(np.asarray(loaded), grey)
+    assert torch.equal(preprocess(mini, loaded), preprocess(mini, Image.fromarray(grey)))
+
+
 def test_dark_ink_on_paper_is_inverted_like_the_training_digits(mini):
     light = Image.new("L", (40, 40), 0)
     light.paste(255, (15, 5, 25, 35))

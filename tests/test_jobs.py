@@ -62,6 +62,19 @@ def test_a_worker_that_died_fails_its_job_and_frees_the_device(store):
     assert store.claim_next_job("cpu")["id"] == waiting
 
 
+def test_a_queue_behind_a_killed_worker_moves_on(store):
+    stuck = store.add_job("finetune", "mini", "cpu", {})
+    store.claim_next_job("cpu")
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    store.update_job(stuck, pid=process.pid)
+    spec = jobs.JobSpec("mini", stitches=[0], steps=0)
+    waiting = store.add_job(spec.kind, "mini", "cpu", jobs.asdict(spec))
+    jobs.refresh(store)  # what every page run and every `job list` does
+    assert store.get_job(stuck)["status"] == "failed"
+    assert _wait(store, waiting, {"done", "failed"})["status"] == "done"
+
+
 def test_bad_requests_are_refused_before_any_process_starts(store):
     with pytest.raises(Exception, match="stitch id 71 is out of range"):
         jobs.submit(jobs.JobSpec("mini", stitches=[0, 71]), store)
