@@ -161,10 +161,12 @@ def predictions(net: StitchableNet, row: dict, view_key: tuple) -> None:
                for stitch_id in ids}
     for index, (name, image) in enumerate(images):
         columns = st.columns([1] + [2] * len(ids))
-        columns[0].image(image, caption=name, width=96)
+        shown = image if image.mode in ("RGB", "RGBA", "L") else image.convert("RGB")  # e.g. CMYK, P
+        columns[0].image(shown, caption=name, width=96)
         for column, stitch_id in zip(columns[1:], ids):
             result = outputs[stitch_id][index]
-            title = f"Anchor {net.space[stitch_id].front}" if net.space[stitch_id].kind == "anchor" else f"Stitch {stitch_id}"
+            config = net.space[stitch_id]
+            title = f"Anchor {net.family.anchor_names[config.front]}" if config.kind == "anchor" else f"Stitch {stitch_id}"
             column.markdown(f"**{title}** · {result['latency_ms']:.1f} ms")
             column.dataframe(
                 pd.DataFrame([{"class": p["label"], "probability": p["prob"]} for p in result["top5"]]),

@@ -85,6 +85,10 @@ def test_uploads_are_predicted_and_an_unreadable_one_is_one_line(app):
     app.radio(key="compare").set_value("its anchors").run()
     captions = _prediction_titles(app)
     assert len(captions) == 9  # each image through the stitch and both of its anchors
+    family = get_family("mini")
+    stitch = family.space()[int(_heading(app).split()[-1])]
+    anchors = {f"Anchor {family.anchor_names[i]}" for i in (stitch.front, stitch.back)}
+    assert {c.split("**")[1] for c in captions} == {_heading(app)} | anchors
 
 
 def test_missing_weights_are_one_clear_line(app):

@@ -49,12 +49,17 @@ def test_cancelling_a_queued_job_is_immediate_and_a_running_one_is_flagged(store
     assert store.get_job(running)["status"] == "running" and store.get_job(running)["cancel"]
 
 
-def test_a_worker_that_died_fails_its_job_and_frees_the_device(store):
+def _running_job_whose_worker_died(store) -> int:
     job_id = store.add_job("finetune", "mini", "cpu", {})
     store.claim_next_job("cpu")
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     store.update_job(job_id, pid=process.pid)
+    return job_id
+
+
+def test_a_worker_that_died_fails_its_job_and_frees_the_device(store):
+    job_id = _running_job_whose_worker_died(store)
     jobs.refresh(store)
     job = store.get_job(job_id)
     assert job["status"] == "failed" and job["message"].startswith("the worker process stopped unexpectedly")
@@ -63,11 +68,7 @@ def test_a_worker_that_died_fails_its_job_and_frees_the_device(store):
 
 
 def test_a_queue_behind_a_killed_worker_moves_on(store):
-    stuck = store.add_job("finetune", "mini", "cpu", {})
-    store.claim_next_job("cpu")
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    store.update_job(stuck, pid=process.pid)
+    stuck = _running_job_whose_worker_died(store)
     spec = jobs.JobSpec("mini", stitches=[0], steps=0)
     waiting = store.add_job(spec.kind, "mini", "cpu", jobs.asdict(spec))
     jobs.refresh(store)  # what every page run and every `job list` does
