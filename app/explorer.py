@@ -55,8 +55,10 @@ def _budget(configs: list[dict]) -> None:
                    "SN-Net switches configurations at run time, without retraining or reloading.")
     budget = st.session_state[f"budget_{unit}"]
     best = best_under_budget(configs, budget, unit)
-    if best is None:
-        st.warning("Nothing fits this budget.")
+    if all(r.get("top1") is None for r in configs):
+        st.caption("No configuration has a measured top-1 yet: the budget picks among measured ones.")
+    elif best is None:
+        st.warning("Nothing measured fits this budget.")
     else:
         st.caption(f"Best within {budget:.4g} {BUDGET_KEYS[unit]}: **{row_title(best)}** "
                    f"(top-1 {best['top1']:.2f} %, {best[unit]:.4g} {BUDGET_KEYS[unit]})")

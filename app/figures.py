@@ -15,7 +15,7 @@ PALETTE = qualitative.Plotly
 ANCHOR_COLOUR = "#222222"
 LAYER_COLOUR = "#d62728"
 HOVER = ("<b>%{customdata[1]}</b><br>id %{customdata[0]} · %{customdata[2]}<br>%{x:.4f} GMACs · "
-         "%{customdata[3]:.2f} M params<br>top-1 %{y:.2f} % · %{customdata[4]:.2f} ms<extra></extra>")
+         "%{customdata[3]:.2f} M params<br>top-1 %{customdata[5]} · %{customdata[4]:.2f} ms<extra></extra>")
 ZOO_HOVER = ("<b>%{customdata[1]}</b><br>%{customdata[2]}<br>%{x:.4f} GMACs · %{customdata[3]:.2f} M params"
              "<br>top-1 %{y:.2f} %<extra></extra>")
 
@@ -37,7 +37,8 @@ def blocks_text(row: dict) -> str:
 def _points(rows: list[dict], **trace) -> go.Scatter:
     return go.Scatter(
         x=[r["gmacs"] for r in rows], y=[_number(r.get("top1")) for r in rows],
-        customdata=[[r["id"], row_title(r), blocks_text(r), r["params_m"], _number(r.get("latency_ms"))] for r in rows],
+        customdata=[[r["id"], row_title(r), blocks_text(r), r["params_m"], _number(r.get("latency_ms")),
+                     "not measured" if r.get("measured") is False else f"{r['top1']:.2f} %"] for r in rows],
         hovertemplate=HOVER, **trace)
 
 
@@ -61,6 +62,11 @@ def pareto_figure(rows: list[dict], selected: Optional[int] = None, before: Opti
         figure.add_trace(_points([r for r in configs if r["kind"] == "stitch" and (r["front"], r["back"]) == (front, back)],
                                  name=f"{front} → {back}", mode="markers", legendgroup="stitches",
                                  marker=dict(color=colour, size=8, line=dict(width=0.5, color="white"))))
+    floor = min([r["top1"] for r in configs + zoo] or [0.0]) - 2.0
+    unmeasured = [{**r, "top1": floor, "measured": False} for r in rows if r["kind"] != "zoo" and r.get("top1") is None]
+    if unmeasured:  # still visible and clickable: a row of marks under everything measured
+        figure.add_trace(_points(unmeasured, name="not measured yet", mode="markers", legendgroup="unmeasured",
+                                 marker=dict(symbol="triangle-up-open", size=7, color="#999999")))
     anchors = [r for r in configs if r["kind"] == "anchor"]
     figure.add_trace(_points(anchors, name="anchors", mode="markers+text", text=[r["front"] for r in anchors],
                              textposition="top center", marker=dict(color=ANCHOR_COLOUR, size=16, symbol="star")))
@@ -73,7 +79,7 @@ def pareto_figure(rows: list[dict], selected: Optional[int] = None, before: Opti
             legendgroup="zoo", marker=dict(symbol="diamond", size=10, color="#8c564b"),
             customdata=[[-1, r["name"], r.get("source") or "trained alone", _number(r.get("params_m"))] for r in zoo],
             hovertemplate=ZOO_HOVER))
-    chosen = [r for r in configs if r["id"] == selected]
+    chosen = [r for r in configs + unmeasured if r["id"] == selected]
     if chosen:
         figure.add_trace(go.Scatter(x=[chosen[0]["gmacs"]], y=[chosen[0]["top1"]], mode="markers", name="selected",
                                     showlegend=False, hoverinfo="skip",

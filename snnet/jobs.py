@@ -67,10 +67,15 @@ def validate(spec: JobSpec) -> None:
 
 
 def submit(spec: JobSpec, store: Store) -> int:
+    import torch
+
     from snnet.train import resolve_device
 
     validate(spec)
-    spec = replace(spec, device=str(resolve_device(spec.device)))  # "auto" and "cpu" share one queue
+    device = resolve_device(spec.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    spec = replace(spec, device=str(device))  # "auto", "cuda" and "cuda:0" name one queue, not three
     job_id = store.add_job(spec.kind, spec.family, spec.device, asdict(spec), steps=spec.steps)
     dispatch(store, spec.device)
     return job_id
