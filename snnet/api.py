@@ -6,7 +6,7 @@ metrics file when the weights match, else is evaluated and stored) -> prediction
 import json
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -73,7 +73,7 @@ def evaluation_folder(net: StitchableNet, split: str, data=None, needed: bool = 
 
 def evaluate(net: StitchableNet, split: str, stitch_ids: Optional[Sequence[int]] = None, store: Optional[Store] = None,
              dataset=None, batch_size: int = 256, workers: int = 4, bf16: bool = False,
-             show_bar: bool = False) -> dict[int, dict]:
+             show_bar: bool = False, on_batch: Optional[Callable[[int, int], None]] = None) -> dict[int, dict]:
     """Measure configurations (top-1, top-5, loss, latency) and store them; under torchrun each rank
     evaluates its shard of a folder and rank 0 alone measures latency and writes."""
     import torch.distributed as dist
@@ -85,11 +85,12 @@ def evaluate(net: StitchableNet, split: str, stitch_ids: Optional[Sequence[int]]
         images, labels = eval_set(net.family, split)
         if world > 1:  # each rank its share; evaluate_batches sums the tallies
             images, labels = images[rank::world], labels[rank::world]
-        measured = evaluate_space(net, images, labels, ids, batch_size, show_bar=show_bar, bf16=bf16)
+        measured = evaluate_space(net, images, labels, ids, batch_size, show_bar=show_bar, bf16=bf16, on_batch=on_batch)
         sample = images[:1]
     else:
         loader = folder_loader(dataset, batch_size, workers)
-        measured = evaluate_batches(net, loader, ids, show_bar and rank == 0, total=len(loader), bf16=bf16)
+        measured = evaluate_batches(net, loader, ids, show_bar and rank == 0, total=len(loader), bf16=bf16,
+                                    on_batch=on_batch)
         sample = dataset[0][0][None]
     if rank == 0:
         for stitch_id, latency in space_latency(net, sample.to(device), ids).items():
@@ -101,7 +102,8 @@ def evaluate(net: StitchableNet, split: str, stitch_ids: Optional[Sequence[int]]
 
 def metrics(net: StitchableNet, split: Optional[str] = None, store: Optional[Store] = None,
             compute_missing: bool = True, show_bar: bool = False,
-            stitch_ids: Optional[Sequence[int]] = None, data=None) -> dict[int, dict]:
+            stitch_ids: Optional[Sequence[int]] = None, data=None,
+            on_batch: Optional[Callable[[int, int], None]] = None) -> dict[int, dict]:
     """Per-configuration metrics of `net` (all, or `stitch_ids`), from the cache when known.
 
     `data`: an ImageNet family's image folder (DIR with val/<wnid>/*.JPEG; default $SNNET_IMAGENET).
@@ -122,7 +124,7 @@ def metrics(net: StitchableNet, split: Optional[str] = None, store: Optional[Sto
     wanted = range(len(net.space)) if stitch_ids is None else stitch_ids
     missing = [i for i in wanted if i not in known]
     if missing and compute_missing:
-        known = {**known, **evaluate(net, split, missing, store, dataset, show_bar=show_bar)}
+        known = {**known, **evaluate(net, split, missing, store, dataset, show_bar=show_bar, on_batch=on_batch)}
     return known
 
 

@@ -6,7 +6,7 @@ to running each configuration alone (tests/test_evaluate.py), at a fraction of t
 """
 import time
 from collections import defaultdict
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -50,10 +50,11 @@ def evaluate_space(
     batch_size: int = 256,
     show_bar: bool = False,
     bf16: bool = False,
+    on_batch: Optional[Callable[[int, int], None]] = None,
 ) -> dict[int, dict]:
     """Accuracy and loss of the chosen configurations (all by default) on tensors held in memory."""
     batches = list(_batches(images, labels, batch_size))
-    return evaluate_batches(net, batches, stitch_ids, show_bar, total=len(batches), bf16=bf16)
+    return evaluate_batches(net, batches, stitch_ids, show_bar, total=len(batches), bf16=bf16, on_batch=on_batch)
 
 
 @torch.no_grad()
@@ -64,10 +65,12 @@ def evaluate_batches(
     show_bar: bool = False,
     total: Optional[int] = None,
     bf16: bool = False,
+    on_batch: Optional[Callable[[int, int], None]] = None,
 ) -> dict[int, dict]:
     """Accuracy and loss of the chosen configurations over (images, labels) batches, sharing front
     prefixes; a DataLoader streams data too large to hold. Under torch.distributed every rank passes
-    its own shard and the tallies are summed, so every rank returns the numbers of the whole set."""
+    its own shard and the tallies are summed, so every rank returns the numbers of the whole set.
+    `on_batch(done, total)` follows progress (a background job reports it, and may stop there)."""
     net.eval()
     device = next(net.parameters()).device
     configs = [net.space[i] for i in (range(len(net.space)) if stitch_ids is None else stitch_ids)]
@@ -76,7 +79,9 @@ def evaluate_batches(
         by_front[config.front].append(config)
     tallies = {config.id: _Tally() for config in configs}
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-    for x, y in tqdm(batches, disable=not show_bar, unit="batch", desc="evaluating", total=total):
+    for done, (x, y) in enumerate(tqdm(batches, disable=not show_bar, unit="batch", desc="evaluating", total=total)):
+        if on_batch is not None:
+            on_batch(done, total)
         x, y = x.to(device), y.to(device)
         for front, leaving in by_front.items():
             exits = defaultdict(list)

@@ -201,9 +201,11 @@ def _work(job_id: int, spec: JobSpec, store: Store) -> dict:
         weights = str(out_dir / "model.safetensors")
     if store.get_job(job_id)["cancel"]:
         raise Cancelled()
-    store.update_job(job_id, stage=f"evaluating {len(ids)} configuration{'s' * (len(ids) != 1)}", eta_s=None)
+    evaluating = f"evaluating {len(ids)} configuration{'s' * (len(ids) != 1)}"
+    store.update_job(job_id, stage=evaluating, eta_s=None)
     net.eval()
-    after = metrics(net, spec.split, store, stitch_ids=ids, data=spec.data)
+    after = metrics(net, spec.split, store, stitch_ids=ids, data=spec.data,
+                    on_batch=_evaluation_reporter(job_id, store, evaluating))
     return {"weights": weights, "weights_hash": weights_hash(net), "stitches": ids,
             "before": {i: before[i]["top1"] for i in ids if i in before},
             "after": {i: after[i]["top1"] for i in ids}}
@@ -219,6 +221,22 @@ def _reporter(job_id: int, store: Store):
         last[0] = now
         store.add_progress(job_id, progress.step, progress.loss)
         store.update_job(job_id, step=progress.step, loss=progress.loss, eta_s=progress.eta_s)
+        if store.get_job(job_id)["cancel"]:
+            raise Cancelled()
+
+    return report
+
+
+def _evaluation_reporter(job_id: int, store: Store, stage: str):
+    started, last = time.monotonic(), [0.0]
+
+    def report(done: int, total: Optional[int]) -> None:
+        now = time.monotonic()
+        if now - last[0] < REPORT_EVERY_S:
+            return
+        last[0] = now
+        eta = (now - started) / done * (total - done) if done and total else None
+        store.update_job(job_id, stage=f"{stage} · batch {done + 1}/{total or '?'}", eta_s=eta)
         if store.get_job(job_id)["cancel"]:
             raise Cancelled()
 

@@ -118,3 +118,15 @@ def test_a_running_job_stops_when_cancelled(store):
     jobs.cancel(store, job_id)
     job = _wait(store, job_id, {"cancelled", "failed", "done"}, timeout=60)
     assert job["status"] == "cancelled" and job["step"] < 5000
+
+
+@pytest.mark.slow
+def test_an_evaluation_stops_when_cancelled_and_reports_its_batches(store):
+    # the official-compat path has no cached figures, so all 71 configurations are evaluated
+    job_id = jobs.submit(jobs.JobSpec("mini", steps=0, official_compat=True), store)
+    deadline = time.monotonic() + 120
+    while "· batch" not in (store.get_job(job_id)["stage"] or "") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert store.get_job(job_id)["stage"].startswith("evaluating 71 configurations · batch ")
+    jobs.cancel(store, job_id)
+    assert _wait(store, job_id, {"cancelled", "failed", "done"}, timeout=60)["status"] == "cancelled"
