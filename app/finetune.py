@@ -29,14 +29,16 @@ def form(view: View, net: StitchableNet, store: Store, selected: int) -> None:
                                 key="ft_chosen", format_func=lambda i: configuration_name(net, i))
         left, right = st.columns(2)
         steps = left.number_input("Iterations (0: evaluate only)", min_value=0, value=200, step=50, key="ft_steps")
-        batch_size = right.number_input("Batch size", min_value=1, value=64, key="ft_batch")
+        epochs = right.number_input("Or epochs (0: use iterations)", min_value=0.0, value=0.0, step=0.5, key="ft_epochs",
+                                    help="Passes over the training data; the job turns them into iterations.")
+        batch_size = left.number_input("Batch size", min_value=1, value=64, key="ft_batch")
+        device = right.selectbox("Device", devices(), key="ft_device")
         lr = left.number_input("Stitching-layer learning rate", min_value=1e-7, value=1e-3, format="%.1e", key="ft_lr")
         anchor_lr = right.number_input("Anchor learning rate", min_value=0.0, value=1e-4, format="%.1e", key="ft_anchor_lr")
-        device = st.selectbox("Device", devices(), key="ft_device")
         launched = st.form_submit_button("Launch fine-tune", type="primary")
     if launched:
         spec = jobs.JobSpec(family=view.family, weights=view.weights, stitches=None if scope == "all" else chosen,
-                            steps=int(steps), batch_size=int(batch_size), lr=float(lr), anchor_lr=float(anchor_lr),
+                            steps=int(steps), epochs=float(epochs) or None, batch_size=int(batch_size), lr=float(lr), anchor_lr=float(anchor_lr),
                             device=device, split=view.split, official_compat=view.official_compat, data=view.data)
         try:
             job_id = jobs.submit(spec, store)
@@ -62,7 +64,8 @@ def _eta(seconds) -> str:
 def _job(job: dict, store: Store) -> None:
     spec = job["spec"]
     configurations = "all configurations" if spec["stitches"] is None else f"configurations {', '.join(map(str, spec['stitches']))}"
-    title = f"Job {job['id']} · {job['kind']} · {configurations} · {job['steps']} steps on {job['device']} · {job['status']}"
+    length = f"{spec['epochs']:g} epochs ({job['steps']} steps)" if spec.get("epochs") else f"{job['steps']} steps"
+    title = f"Job {job['id']} · {job['kind']} · {configurations} · {length} on {job['device']} · {job['status']}"
     with st.container(border=True):
         st.markdown(f"**{title}**")
         if job["status"] in ACTIVE:

@@ -21,7 +21,7 @@ def page() -> None:
     net = get_net(view.family, view.weights, view.official_compat)
     explorer.apply_chart_click()
     rows = load_rows(view, view.weights, store)
-    before = load_rows(view, view.before_weights, store) if view.run_label.startswith("job ") else None
+    before = load_rows(view, view.before_weights, store) if view.fine_tuned else None
     selected = selected_id(rows)
     explore, tune, teach = st.tabs(["Explorer", "Fine-tune", "Teaching"])
     with explore:

@@ -30,11 +30,11 @@ SELECTED = "stitch_id"
 class View:
     family: str
     weights: Optional[str]  # None: the family's shipped weights
-    before_weights: Optional[str]  # fine-tuned weights: what they started from
+    fine_tuned: bool  # weights written by a fine-tune launched from the page
+    before_weights: Optional[str]  # what a fine-tune started from (None: the shipped weights)
     official_compat: bool
     split: str
     log_x: bool
-    run_label: str
     data: Optional[str]  # ImageNet families: the folder with train/ and val/
 
 
@@ -76,15 +76,16 @@ def sidebar(store: Store, options: argparse.Namespace) -> View:
     family = st.selectbox("Family", names, index=names.index(options.family) if options.family in names else 0,
                           help="A family is a list of anchors of one domain, smallest first.")
     st.caption(get_family(family).description)
+    # label -> (weights, whether a fine-tune wrote them, the weights it started from)
     if options.weights and family == options.family:
-        runs = {f"file {Path(options.weights).name}": (options.weights, None)}
+        runs = {f"file {Path(options.weights).name}": (options.weights, False, None)}
     else:
-        runs = {SHIPPED: (None, None)}
+        runs = {SHIPPED: (None, False, None)}
     for job in jobs.runs(store, family):
-        runs[run_label(job)] = (job["result"]["weights"], job["spec"]["weights"])
+        runs[run_label(job)] = (job["result"]["weights"], True, job["spec"]["weights"])
     label = st.selectbox("Weights", list(runs), key="run",
-                             help="The shipped network, or the result of a fine-tune launched from this page.")
-    weights, before = runs[label]
+                         help="The shipped network, or the result of a fine-tune launched from this page.")
+    weights, fine_tuned, before = runs[label]
     official_compat = st.toggle(
         "Official-compat path", value=options.official_compat,
         help="Run stitched paths without the back anchor's final LayerNorm, as the reference SN-Net code "
@@ -95,7 +96,7 @@ def sidebar(store: Store, options: argparse.Namespace) -> View:
         data = st.text_input("ImageNet folder", os.environ.get("SNNET_IMAGENET", ""),
                              help="A folder with train/<wnid>/ and val/<wnid>/ images: the curve shows the "
                                   "figures measured on it, and fine-tunes and evaluations from this page use it.").strip() or None
-    return View(family, weights, before, official_compat, default_split(get_family(family)), log_x, label, data)
+    return View(family, weights, fine_tuned, before, official_compat, default_split(get_family(family)), log_x, data)
 
 
 def selected_id(rows: list[dict]) -> int:

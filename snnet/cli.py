@@ -203,8 +203,8 @@ def cmd_job(args: argparse.Namespace) -> None:
         jobs.cancel(store, args.job_id)
     elif args.action == "submit":
         spec = jobs.JobSpec(family=args.family, weights=args.weights, stitches=_parse_ids(args.stitches),
-                            steps=args.steps, batch_size=args.batch_size, lr=args.lr, anchor_lr=args.anchor_lr,
-                            device=args.device, split=args.split, seed=args.seed,
+                            steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                            anchor_lr=args.anchor_lr, device=args.device, split=args.split, seed=args.seed,
                             official_compat=args.official_compat, data=args.data)
         print(f"job {jobs.submit(spec, store)} queued")
     else:
@@ -322,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--weights", help="StitchableNet weights to start from (default: shipped)")
     submit.add_argument("--stitches", help="comma-separated ids (default: all)")
     submit.add_argument("--steps", type=int, default=200)
+    submit.add_argument("--epochs", type=float, help="length in passes over the training data, instead of --steps")
     submit.add_argument("--batch-size", type=int, default=64)
     submit.add_argument("--lr", type=float, default=1e-3, help="stitching layers")
     submit.add_argument("--anchor-lr", type=float, default=1e-4)

@@ -7,6 +7,7 @@ to the store, then dispatches the next queued job of its device, so the queue dr
 open. Pages submit, cancel and read jobs through the store alone, so a browser refresh, or a
 second browser, sees the same jobs.
 """
+import math
 import os
 import subprocess
 import sys
@@ -28,7 +29,8 @@ class JobSpec:
     family: str
     weights: Optional[str] = None  # StitchableNet weights to start from; None: the family's shipped ones
     stitches: Optional[list[int]] = None  # configurations to train and evaluate; None: all of them
-    steps: int = 200  # 0: evaluate only
+    steps: int = 200  # 0 (and no epochs): evaluate only
+    epochs: Optional[float] = None  # the length in passes over the training data instead of steps
     batch_size: int = 64
     lr: float = 1e-3  # stitching layers
     anchor_lr: float = 1e-4
@@ -40,15 +42,18 @@ class JobSpec:
 
     @property
     def kind(self) -> str:
-        return "finetune" if self.steps > 0 else "evaluate"
+        return "finetune" if self.steps > 0 or self.epochs else "evaluate"
 
 
 class Cancelled(Exception):
     pass
 
 
-def validate(spec: JobSpec) -> None:
-    """Everything that can be checked before a process starts, each failure as one line."""
+def validate(spec: JobSpec) -> JobSpec:
+    """Everything that can be checked before a process starts, each failure as one line; the
+    spec comes back with its device named as its queue is ("auto", "cuda" and "cuda:0" are one)."""
+    import torch
+
     from snnet.families import get_family
     from snnet.train import resolve_device
 
@@ -57,25 +62,21 @@ def validate(spec: JobSpec) -> None:
         space[stitch_id]
     if spec.stitches is not None and not spec.stitches:
         raise SnnetError("choose at least one configuration, or all of them")
-    if spec.steps < 0 or spec.batch_size < 1:
-        raise SnnetError(f"steps must be >= 0 and batch size >= 1, got {spec.steps} and {spec.batch_size}")
+    if spec.steps < 0 or spec.batch_size < 1 or (spec.epochs is not None and spec.epochs < 0):
+        raise SnnetError(f"steps and epochs must be >= 0 and batch size >= 1, got {spec.steps}, {spec.epochs} "
+                         f"and {spec.batch_size}")
     if not (spec.lr > 0 and spec.anchor_lr >= 0):
         raise SnnetError(f"learning rates must be positive, got {spec.lr} and {spec.anchor_lr}")
     if spec.weights is not None and not Path(spec.weights).is_file():
         raise SnnetError(f"weights file {spec.weights} not found")
-    resolve_device(spec.device)
-
-
-def submit(spec: JobSpec, store: Store) -> int:
-    import torch
-
-    from snnet.train import resolve_device
-
-    validate(spec)
     device = resolve_device(spec.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    spec = replace(spec, device=str(device))  # "auto", "cuda" and "cuda:0" name one queue, not three
+    return replace(spec, device=str(device))
+
+
+def submit(spec: JobSpec, store: Store) -> int:
+    spec = validate(spec)
     job_id = store.add_job(spec.kind, spec.family, spec.device, asdict(spec), steps=spec.steps)
     dispatch(store, spec.device)
     return job_id
@@ -190,13 +191,14 @@ def _work(job_id: int, spec: JobSpec, store: Store) -> dict:
     ids = spec.stitches if spec.stitches is not None else list(range(len(net.space)))
     before = metrics(net, spec.split, store, compute_missing=False, data=spec.data)
     weights = spec.weights
-    if spec.steps > 0:
-        config = TrainConfig(steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, anchor_lr=spec.anchor_lr,
-                             warmup_steps=max(1, min(150, spec.steps // 10)), stitches=spec.stitches,
-                             seed=spec.seed, device=spec.device, checkpoint_every=max(250, spec.steps // 4))
-        store.update_job(job_id, stage="training")
-        out_dir = run_dir(store, job_id)
+    if spec.kind == "finetune":
         data = train_data(net.family, spec.seed, spec.data)
+        steps = spec.steps if not spec.epochs else max(1, math.ceil(spec.epochs * _epoch_size(data) / spec.batch_size))
+        config = TrainConfig(steps=steps, batch_size=spec.batch_size, lr=spec.lr, anchor_lr=spec.anchor_lr,
+                             warmup_steps=max(1, min(150, steps // 10)), stitches=spec.stitches,
+                             seed=spec.seed, device=spec.device, checkpoint_every=max(250, steps // 4))
+        store.update_job(job_id, stage="training", steps=steps)
+        out_dir = run_dir(store, job_id)
         train(net, data, config, out_dir, progress=_reporter(job_id, store), show_bar=False)
         weights = str(out_dir / "model.safetensors")
     if store.get_job(job_id)["cancel"]:
@@ -209,6 +211,11 @@ def _work(job_id: int, spec: JobSpec, store: Store) -> dict:
     return {"weights": weights, "weights_hash": weights_hash(net), "stitches": ids,
             "before": {i: before[i]["top1"] for i in ids if i in before},
             "after": {i: after[i]["top1"] for i in ids}}
+
+
+def _epoch_size(data) -> int:
+    epoch = data(0)  # digits: (images, labels) tensors; an image folder: a dataset
+    return len(epoch[1]) if isinstance(epoch, tuple) else len(epoch)
 
 
 def _reporter(job_id: int, store: Store):

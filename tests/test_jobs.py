@@ -1,4 +1,5 @@
 """Background jobs: the queue, cancelling, dead workers, and real worker processes end to end."""
+import math
 import subprocess
 import sys
 import time
@@ -7,7 +8,7 @@ import pytest
 
 from snnet import jobs
 from snnet.api import load_net
-from snnet.data import eval_set
+from snnet.data import digits_train_epoch, eval_set
 from snnet.evaluate import evaluate_space
 from snnet.store import Store
 
@@ -96,6 +97,14 @@ def test_a_tiny_fine_tune_runs_in_its_own_process_and_its_numbers_are_real(store
     measured = evaluate_space(net, images, labels, [0, 24])
     assert result["after"] == {str(i): measured[i]["top1"] for i in (0, 24)}
     assert result["after"] != result["before"]
+
+
+def test_a_length_in_epochs_becomes_steps_over_the_training_data(store):
+    job_id = jobs.submit(jobs.JobSpec("mini", stitches=[0], epochs=0.02, batch_size=64), store)
+    job = _wait(store, job_id, {"done", "failed"})
+    assert job["status"] == "done", job["message"]
+    epoch = len(digits_train_epoch(0)[1])  # 10 renders of the 1257 training digits
+    assert job["steps"] == job["step"] == math.ceil(0.02 * epoch / 64)
 
 
 def test_a_failing_job_says_why_in_one_line_and_the_queue_goes_on(store, tmp_path):
