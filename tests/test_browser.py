@@ -75,12 +75,14 @@ def browser():
 
 
 @pytest.fixture
-def page(server, browser):
+def page(server, browser, request):
     url, _ = server
     page = browser.new_page(viewport={"width": 1500, "height": 1100})
     page.goto(url)
     page.wait_for_selector(POINT, timeout=90_000)
     yield page
+    if request.node.rep_call.failed:  # what the page showed when the test gave up
+        _shot(page, f"failed-{request.node.name}")
     page.close()
 
 
@@ -158,7 +160,5 @@ def test_a_tiny_fine_tune_runs_and_lands_on_the_curve(page):
     _shot(page, "5-job-done")
     page.get_by_role("button", name="Show on the curve").click()
     page.get_by_role("tab", name="Explorer").click()
-    try:
-        page.locator(".js-plotly-plot .legendtext", has_text="before fine-tune").first.wait_for(timeout=120_000)
-    finally:
-        _shot(page, "6-after-fine-tune")
+    page.locator(".js-plotly-plot .legendtext", has_text="before fine-tune").first.wait_for(timeout=120_000)
+    _shot(page, "6-after-fine-tune")
