@@ -85,3 +85,28 @@ def test_torchrun_with_two_processes(tmp_path):
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [line["step"] for line in lines if not line["done"]] == [1, 2, 3, 4]  # rank 0 alone reports
     assert lines[-1]["done"] and (tmp_path / "ddp" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_with_sync_stitch_two_ranks_take_the_single_process_steps(tmp_path):
+    """With one stitch for all ranks, two processes on half batches each equal one process on the
+    whole batch (DDP averages the halves' gradients); sampling per rank, as the reference does, does not."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    common = ["-m", "snnet", "train", "--family", "mini", "--steps", "3", "--batch-size", "16",
+              "--warmup-steps", "1", "--device", "cpu", "--progress-json"]
+    runs = {"single": [sys.executable, *common],
+            "synced": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", *common, "--sync-stitch"],
+            "per_rank": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", *common]}
+    weights = {}
+    for name, command in runs.items():
+        result = subprocess.run([*command, "--out", str(tmp_path / name)], cwd=ROOT, capture_output=True,
+                                text=True, timeout=600, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        weights[name] = read_weights(tmp_path / name / "model.safetensors")
+
+    def moved(name):  # the share of weights more than 1e-4 away from the single-process run
+        diffs = torch.cat([(weights[name][k] - weights["single"][k]).abs().flatten() for k in weights["single"]])
+        return float((diffs > 1e-4).float().mean())
+
+    assert moved("synced") < 1e-4
+    assert moved("per_rank") > 0.01
