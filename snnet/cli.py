@@ -24,6 +24,14 @@ def _add_imagenet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--official-compat", action="store_true", help=OFFICIAL_COMPAT_HELP)
 
 
+def _add_measured_network_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which network and which evaluation: what `results` and `evaluate` share."""
+    parser.add_argument("--family", required=True)
+    parser.add_argument("--weights", help="StitchableNet weights (.safetensors); default: the shipped ones")
+    parser.add_argument("--split", choices=["val", "test"], help="default: test (digits), val (ImageNet)")
+    _add_imagenet_arguments(parser)
+
+
 def _format_table(rows: list[dict]) -> str:
     header = f"{'id':>4}  {'kind':<6}  {'front':<14}  {'back':<14}  {'blocks':>7}  {'layer':>5}  {'GMACs':>8}  {'params (M)':>10}"
     lines = [header, "-" * len(header)]
@@ -81,7 +89,7 @@ def cmd_results(args: argparse.Namespace) -> None:
         ("latency_ms", "latency_ms", "10")])
     zoo = [r for r in rows if r["kind"] == "zoo"]
     if zoo:
-        print("\nzoo (trained alone)")
+        print(f"\nzoo ({zoo[0].get('source') or 'trained alone'})")
         _print_rows(zoo, [("name", "name", "44"), ("GMACs", "gmacs", "7"), ("params_m", "params_m", "8"),
                           ("top1", "top1", "6")])
 
@@ -231,19 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     stitches.set_defaults(run=cmd_stitches)
 
     results = commands.add_parser("results", help="accuracy, cost and latency of every configuration, and the zoo")
-    results.add_argument("--family", required=True)
-    results.add_argument("--weights", help="StitchableNet weights (.safetensors); default: the shipped ones")
-    results.add_argument("--split", choices=["val", "test"], help="default: test (digits), val (ImageNet)")
-    _add_imagenet_arguments(results)
+    _add_measured_network_arguments(results)
     results.add_argument("--zoo-csv", help="timm results CSV for the zoo of an ImageNet family (default: curated)")
     results.add_argument("--json", action="store_true")
     results.set_defaults(run=cmd_results)
 
     evaluate = commands.add_parser("evaluate", help="evaluate configurations on a split and cache the metrics")
-    evaluate.add_argument("--family", required=True)
-    evaluate.add_argument("--weights")
-    evaluate.add_argument("--split", choices=["val", "test"], help="default: test (digits), val (ImageNet)")
-    _add_imagenet_arguments(evaluate)
+    _add_measured_network_arguments(evaluate)
     evaluate.add_argument("--stitches", help="comma-separated ids (default: all)")
     evaluate.add_argument("--batch-size", type=int, default=256)
     evaluate.add_argument("--workers", type=int, default=4, help="DataLoader processes for an image folder")
