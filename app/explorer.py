@@ -6,6 +6,7 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
+from app import access
 from app.figures import blocks_text, path_figure, pareto_figure, row_title
 from app.state import View, select
 from snnet.api import predict
@@ -18,6 +19,8 @@ from snnet.store import Store
 
 CHART_KEY = "pareto"
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
+MAX_UPLOAD_MB = 20  # per file; .streamlit/config.toml sets the same for the whole server
+MAX_IMAGES = 8  # predicted at once: a room of viewers shares one CPU
 
 
 def apply_chart_click() -> None:
@@ -72,7 +75,13 @@ def _offer_evaluation(view: View, missing: list[int], total: int, store: Store) 
                if job["status"] in ("queued", "running") and job["spec"] == asdict(spec)]
     if pending:
         st.caption(f"Job {pending[0]} is measuring them: follow it in the Fine-tune tab.")
-    elif st.button(f"Evaluate {'them' if len(missing) > 1 else 'it'} in the background", key="evaluate_missing"):
+        return
+    locked = access.lock()
+    clicked = st.button(f"Evaluate {'them' if len(missing) > 1 else 'it'} in the background", key="evaluate_missing",
+                        disabled=locked is not None, help=locked)
+    if locked:
+        st.caption(locked)
+    elif clicked:
         try:
             st.toast(f"Job {submit(spec, store)} queued: follow it in the Fine-tune tab")
         except SnnetError as error:
@@ -114,11 +123,21 @@ def render(view: View, net: StitchableNet, rows: list[dict], before: list[dict],
 
 def _images(family: str) -> list[tuple[str, object]]:
     uploads = st.file_uploader("Upload images", type=IMAGE_TYPES, accept_multiple_files=True,
-                               help="Any size or mode; they are resized and normalised like the training data.")
+                               max_upload_size=MAX_UPLOAD_MB,
+                               help=f"Any size or mode, up to {MAX_UPLOAD_MB} MB each; they are resized and "
+                                    f"normalised like the training data. At most {MAX_IMAGES} images are predicted at once.")
     samples = dict(_samples(family))
     chosen = st.multiselect("Built-in samples", list(samples), default=list(samples)[:2])
     images = [(name, samples[name]) for name in chosen]
-    for upload in uploads or []:
+    uploads = uploads or []
+    if len(images) + len(uploads) > MAX_IMAGES:
+        st.warning(f"Predicting {MAX_IMAGES} of {len(images) + len(uploads)} images (samples first): at most "
+                   f"{MAX_IMAGES} at once; the rest are skipped.")
+    images = images[:MAX_IMAGES]
+    for upload in uploads[:MAX_IMAGES - len(images)]:
+        if upload.size > MAX_UPLOAD_MB * 2**20:
+            st.error(f"{upload.name}: larger than {MAX_UPLOAD_MB} MB, skipped")
+            continue
         try:
             images.append((upload.name, load_image(io.BytesIO(upload.getvalue()))))
         except SnnetError:

@@ -3,10 +3,13 @@
 The job runs in its own process (snnet.jobs) and writes to the store; this panel only reads the
 store, polling once a second while a job is queued or running, so it survives a refresh.
 """
+from typing import Optional
+
 import pandas as pd
 import streamlit as st
 import torch
 
+from app import access
 from app.state import View, run_label, show_run
 from snnet import jobs
 from snnet.errors import SnnetError
@@ -21,8 +24,11 @@ def devices() -> list[str]:
 
 
 def form(view: View, net: StitchableNet, store: Store, selected: int) -> None:
+    locked = access.lock()
     with st.form("finetune"):
         st.markdown("**Launch a stitching fine-tune** of the weights shown on the curve")
+        if locked:
+            st.caption(locked)
         scope = st.radio("Configurations", ["all", "chosen"], horizontal=True, key="ft_scope",
                          help="Each iteration samples one of these configurations, as SN-Net training does.")
         chosen = st.multiselect("Chosen configurations", list(range(len(net.space))), default=[selected],
@@ -35,8 +41,8 @@ def form(view: View, net: StitchableNet, store: Store, selected: int) -> None:
         device = right.selectbox("Device", devices(), key="ft_device")
         lr = left.number_input("Stitching-layer learning rate", min_value=1e-7, value=1e-3, format="%.1e", key="ft_lr")
         anchor_lr = right.number_input("Anchor learning rate", min_value=0.0, value=1e-4, format="%.1e", key="ft_anchor_lr")
-        launched = st.form_submit_button("Launch fine-tune", type="primary")
-    if launched:
+        launched = st.form_submit_button("Launch fine-tune", type="primary", disabled=locked is not None)
+    if launched and not locked:
         spec = jobs.JobSpec(family=view.family, weights=view.weights, stitches=None if scope == "all" else chosen,
                             steps=int(steps), epochs=float(epochs) or None, batch_size=int(batch_size), lr=float(lr), anchor_lr=float(anchor_lr),
                             device=device, split=view.split, official_compat=view.official_compat, data=view.data)
@@ -61,7 +67,7 @@ def _eta(seconds) -> str:
     return f" · ETA {minutes} min {seconds:02d} s" if minutes else f" · ETA {seconds} s"
 
 
-def _job(job: dict, store: Store) -> None:
+def _job(job: dict, store: Store, locked: Optional[str]) -> None:
     spec = job["spec"]
     configurations = "all configurations" if spec["stitches"] is None else f"configurations {', '.join(map(str, spec['stitches']))}"
     length = f"{spec['epochs']:g} epochs ({job['steps']} steps)" if spec.get("epochs") else f"{job['steps']} steps"
@@ -72,15 +78,20 @@ def _job(job: dict, store: Store) -> None:
             fraction = job["step"] / job["steps"] if job["steps"] else 0.0
             loss = "" if job["loss"] is None else f" · loss {job['loss']:.3f}"
             st.progress(min(1.0, fraction), text=f"{job['stage']} · step {job['step']}/{job['steps']}{loss}{_eta(job['eta_s'])}")
-            if st.button("Cancel", key=f"cancel-{job['id']}"):
+            if st.button("Cancel", key=f"cancel-{job['id']}", disabled=locked is not None, help=locked) and not locked:
                 jobs.cancel(store, job["id"])
         points = store.get_progress(job["id"])
         if points:
             st.line_chart(pd.DataFrame(points).set_index("step")["loss"], height=160)
-        if job["status"] == "failed":
-            st.error(f"Job {job['id']} failed: {job['message']}")
-        elif job["status"] == "cancelled":
-            st.info(f"Job {job['id']} was cancelled.")
+        if job["status"] in ("failed", "cancelled"):
+            if job["status"] == "failed":
+                st.error(f"Job {job['id']} failed: {job['message']}")
+            else:
+                st.info(f"Job {job['id']} was cancelled at step {job['step']}/{job['steps']}.")
+            if st.button("Resume", key=f"resume-{job['id']}", disabled=locked is not None,
+                         help=locked or "Continue from the job's last checkpoint.") and not locked:
+                jobs.resume(store, job["id"])
+                st.rerun()
         elif job["status"] == "done":
             result = job["result"]
             table = pd.DataFrame({"id": result["stitches"],
@@ -89,7 +100,8 @@ def _job(job: dict, store: Store) -> None:
             st.success(f"Job {job['id']} done: {len(table)} configuration{'s' * (len(table) != 1)} evaluated.")
             st.dataframe(table, hide_index=True, height=min(300, 38 + 35 * len(table)))
             if job["kind"] == "finetune" and st.button("Show on the curve", key=f"show-{job['id']}",
-                                                       on_click=show_run, args=(job,)):
+                                                       disabled=locked is not None, help=locked,
+                                                       on_click=None if locked else show_run, args=(job,)):
                 st.rerun()
 
 
@@ -97,6 +109,7 @@ def panel(view: View, store: Store) -> None:
     """The family's jobs, newest first. Active ones are redrawn every second from the store; when
     one ends, the whole page reruns so its results reach the curve."""
     jobs.refresh(store)
+    locked = access.lock()
     listed = store.list_jobs(view.family)
     active = [job["id"] for job in listed if job["status"] in ACTIVE]
     if active:
@@ -107,11 +120,11 @@ def panel(view: View, store: Store) -> None:
             if any(job["status"] not in ACTIVE for job in current):
                 st.rerun()
             for job in current:
-                _job(job, store)
+                _job(job, store, locked)
 
         follow()
     for job in listed:
         if job["status"] not in ACTIVE:
-            _job(job, store)
+            _job(job, store, locked)
     if not listed:
         st.caption("No jobs yet.")

@@ -13,6 +13,7 @@ from typing import Optional
 
 import streamlit as st
 
+from app import access
 from snnet import jobs
 from snnet.api import load_net, results
 from snnet.data import default_split
@@ -83,8 +84,13 @@ def sidebar(store: Store, options: argparse.Namespace) -> View:
         runs = {SHIPPED: (None, False, None)}
     for job in jobs.runs(store, family):
         runs[run_label(job)] = (job["result"]["weights"], True, job["spec"]["weights"])
-    label = st.selectbox("Weights", list(runs), key="run",
+    locked = access.lock()
+    label = st.selectbox("Weights", list(runs), key="run", disabled=locked is not None,
                          help="The shipped network, or the result of a fine-tune launched from this page.")
+    if locked:
+        st.caption(locked)
+        label = next(iter(runs))  # a disabled widget binds only an honest browser
+    access.passphrase_box()
     weights, fine_tuned, before = runs[label]
     official_compat = st.toggle(
         "Official-compat path", value=options.official_compat,

@@ -40,14 +40,29 @@ def _heading(app) -> str:
     return app.subheader[0].value
 
 
+def _chart(app) -> dict:
+    """The curve's figure, parsed: plotly may write non-ASCII text escaped or not, by machine."""
+    return json.loads(app.get("plotly_chart")[0].proto.spec)
+
+
+def _trace_names(app) -> set[str]:
+    return {trace.get("name") for trace in _chart(app)["data"]}
+
+
+def _zoo_names(app, zoo_trace: str) -> set[str]:
+    """The models of the zoo trace (each point's customdata: -1, name, source, parameters)."""
+    trace = next(t for t in _chart(app)["data"] if t.get("name") == zoo_trace)
+    return {point[1] for point in trace["customdata"]}
+
+
 def test_starts_on_the_embedded_default_with_a_stitch_selected(app):
     assert not app.exception and not app.error
     assert app.sidebar.selectbox[0].value == "mini"
     biggest = max(row["gmacs"] for row in space_rows(get_family("mini"), get_family("mini").space()))
     assert _heading(app) == f"Stitch {_oracle_best(biggest / 2)}"
-    spec = app.get("plotly_chart")[0].proto.spec
-    for name in ("mini_tiny → mini_small", "mini_small → mini_base", "anchors", "Pareto frontier", "zoo (trained alone)"):
-        assert name in spec
+    names = _trace_names(app)
+    assert {"mini_tiny → mini_small", "mini_small → mini_base", "anchors", "Pareto frontier",
+            "zoo (trained alone)"} <= names
 
 
 def test_selecting_by_id_shows_that_configuration(app):
@@ -116,8 +131,7 @@ def test_a_fine_tune_from_the_page_runs_as_a_job_and_lands_on_the_curve(app, tmp
     assert any(s.value.startswith("Job 1 done") for s in app.success), [e.value for e in app.error]
     next(b for b in app.button if b.label == "Show on the curve").click().run()
     assert app.sidebar.selectbox[1].value == "job 1: fine-tuned 3 steps"
-    spec = app.get("plotly_chart")[0].proto.spec
-    assert "before fine-tune" in spec
+    assert "before fine-tune" in _trace_names(app)
 
 
 def test_the_official_compat_path_has_its_own_figures_and_offers_to_measure_them(app):
@@ -146,9 +160,85 @@ def test_imagenet_mode_shows_the_timm_zoo_and_predicts_imagenet_classes(tmp_path
     assert not app.exception and not app.error
     assert app.sidebar.selectbox[1].value == "file deit-random.safetensors"
     assert app.info[0].value.startswith("71 of 71 configurations have no measured accuracy")
-    spec = app.get("plotly_chart")[0].proto.spec
-    assert "timm zoo" in spec and "deit_small_patch16_224" in spec
+    assert any(name.startswith("deit_small_patch16_224.") for name in _zoo_names(app, "timm zoo"))
     titles = _prediction_titles(app)
     assert len(titles) == 2  # scikit-learn's two sample photos through the selection
     classes = set(app.dataframe[0].value["class"])
     assert len(classes) == 5 and classes <= set(class_labels(get_family("deit")))
+
+
+@pytest.mark.parametrize("address, loopback", [("127.0.0.1", True), ("127.8.0.1", True), ("::1", True),
+                                                ("[::1]", True), ("localhost", True), ("0.0.0.0", False),
+                                                ("", False), (None, False), ("192.168.1.5", False),
+                                                ("demo.example", False)])
+def test_only_loopback_addresses_keep_the_server_on_this_machine(address, loopback):
+    from app.access import is_loopback
+
+    assert is_loopback(address) is loopback
+
+
+def test_the_project_binds_loopback_and_caps_uploads():
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
+    assert config["server"]["maxUploadSize"] == 20
+
+
+@pytest.fixture
+def served_to_a_room(tmp_path, monkeypatch):
+    """The app as `streamlit run --server.address 0.0.0.0` serves it, with a presenter's passphrase."""
+    from streamlit import config
+
+    monkeypatch.setenv("SNNET_HOME", str(tmp_path))
+    monkeypatch.setenv("SNNET_PASSPHRASE", "stitch me")
+    before = config.get_option("server.address")
+    config.set_option("server.address", "0.0.0.0")
+    yield AppTest.from_file(APP, default_timeout=120)
+    config.set_option("server.address", before)
+
+
+def _button(app, label):
+    return next(b for b in app.button if b.label == label)
+
+
+def test_served_beyond_loopback_viewers_explore_but_jobs_and_weights_are_locked(served_to_a_room):
+    app = served_to_a_room.run()
+    assert not app.exception and not app.error
+    assert app.sidebar.selectbox(key="run").disabled
+    assert _button(app, "Launch fine-tune").disabled
+    reason = "Locked for viewers: enter the presenter's passphrase in the sidebar to launch jobs or switch weights."
+    assert reason in [c.value for c in app.caption]
+    app.session_state["stitch_id"] = 24  # exploring still works
+    app.run()
+    assert _heading(app) == "Stitch 24" and len(_prediction_titles(app)) == 2
+    app.sidebar.text_input(key="passphrase").input("wrong").run()
+    assert [e.value for e in app.error] == ["Wrong passphrase."]
+    assert _button(app, "Launch fine-tune").disabled
+    app.sidebar.text_input(key="passphrase").input("stitch me").run()
+    assert not app.error and not _button(app, "Launch fine-tune").disabled
+    assert not app.sidebar.selectbox(key="run").disabled
+    assert reason not in [c.value for c in app.caption]
+
+
+def test_without_a_passphrase_a_server_on_the_network_locks_its_controls_for_everyone(served_to_a_room, monkeypatch):
+    monkeypatch.delenv("SNNET_PASSPHRASE")
+    app = served_to_a_room.run()
+    assert not app.exception and not app.error
+    assert _button(app, "Launch fine-tune").disabled
+    assert not [t for t in app.sidebar.text_input if t.key == "passphrase"]
+    assert any(c.value.startswith("Locked: this server is reachable from the network and no SNNET_PASSPHRASE is set")
+               for c in app.caption)
+
+
+def test_uploads_beyond_the_cap_are_skipped_with_one_line(app):
+    uploads = []
+    for shade in range(9):
+        buffer = io.BytesIO()
+        Image.new("L", (32, 32), shade * 20).save(buffer, format="PNG")
+        uploads.append((f"shade-{shade}.png", buffer.getvalue(), "image/png"))
+    app.file_uploader[0].set_value(uploads).run()
+    assert not app.exception and not app.error
+    assert [w.value for w in app.warning] == [
+        "Predicting 8 of 11 images (samples first): at most 8 at once; the rest are skipped."]
+    assert len(_prediction_titles(app)) == 8
