@@ -209,18 +209,34 @@ def cmd_job(args: argparse.Namespace) -> None:
         jobs.run_job(args.job_id, store)
     elif args.action == "cancel":
         jobs.cancel(store, args.job_id)
+    elif args.action == "resume":
+        jobs.resume(store, args.job_id)
+        print(f"job {args.job_id} queued again")
     elif args.action == "submit":
         spec = jobs.JobSpec(family=args.family, weights=args.weights, stitches=_parse_ids(args.stitches),
                             steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                             anchor_lr=args.anchor_lr, device=args.device, split=args.split, seed=args.seed,
                             official_compat=args.official_compat, data=args.data)
-        print(f"job {jobs.submit(spec, store)} queued")
+        job_id = jobs.submit(spec, store)
+        print(json.dumps({"id": job_id}) if args.json else f"job {job_id} queued")
+    elif args.json:
+        jobs.refresh(store)
+        print(json.dumps([_job_json(job) for job in store.list_jobs()], indent=1))
     else:
         jobs.refresh(store)
         for job in store.list_jobs():
             detail = job["message"] or job["stage"] or ""
             print(f"{job['id']:>4}  {job['kind']:<8}  {job['family']:<8}  {job['device']:<6}  {job['status']:<9}  "
                   f"{job['step']}/{job['steps']}  {detail}")
+
+
+def _job_json(job: dict) -> dict:
+    """What a script needs of a job; the weights and their hash once it is done."""
+    row = {key: job[key] for key in ("id", "kind", "family", "device", "status", "stage", "step", "steps", "pid",
+                                     "message")}
+    if job["status"] == "done" and job["result"]:
+        row.update(weights=job["result"]["weights"], weights_hash=job["result"]["weights_hash"])
+    return row
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -316,10 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     job = commands.add_parser("job", help="background fine-tunes and evaluations (what the app launches)")
     job.add_argument("--store", help="metrics and jobs database (default: $SNNET_HOME/store.sqlite)")
     actions = job.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", help="all jobs, newest first")
-    for action, text in [("run", "run a claimed job in this process (what a worker does)"), ("cancel", "stop a job")]:
+    actions.add_parser("list", help="all jobs, newest first").add_argument(
+        "--json", action="store_true", help="one JSON array of jobs (id, kind, status, step, steps, pid, message, ...)")
+    for action, text in [("run", "run a claimed job in this process (what a worker does)"), ("cancel", "stop a job"),
+                         ("resume", "queue a failed or cancelled job again; a fine-tune goes on from its checkpoint")]:
         actions.add_parser(action, help=text).add_argument("job_id", type=int)
     submit = actions.add_parser("submit", help="queue a fine-tune (or, with --steps 0, an evaluation)")
+    submit.add_argument("--json", action="store_true", help='print {"id": N}')
     submit.add_argument("--family", required=True)
     submit.add_argument("--weights", help="StitchableNet weights to start from (default: shipped)")
     submit.add_argument("--stitches", help="comma-separated ids (default: all)")

@@ -6,6 +6,9 @@ starts a worker process for the oldest queued job of a device with nothing runni
 to the store, then dispatches the next queued job of its device, so the queue drains with no page
 open. Pages submit, cancel and read jobs through the store alone, so a browser refresh, or a
 second browser, sees the same jobs.
+
+A worker that dies (killed, out of memory, a reboot) fails its job with the step it reached; the
+job can be resumed in its run folder, where training goes on from its last checkpoint.
 """
 import math
 import os
@@ -133,8 +136,11 @@ def _fail_dead_workers(store: Store) -> None:
             continue  # a worker that is still starting has no pid for a moment
         if job["pid"] is None or not _alive(job["pid"]):
             if store.get_job(job["id"])["status"] == "running":  # it may have finished meanwhile
+                where = (f"at step {job['step']}/{job['steps']}" if job["kind"] == "finetune"
+                         else f"while {job['stage']}")
                 store.update_job(job["id"], status="failed", stage="failed", finished=time.time(),
-                                 message=f"the worker process stopped unexpectedly (log: {run_dir(store, job['id']) / 'worker.log'})")
+                                 message=f"the worker process stopped unexpectedly {where} "
+                                         f"(log: {run_dir(store, job['id']) / 'worker.log'})")
 
 
 def refresh(store: Store) -> None:
@@ -149,6 +155,20 @@ def cancel(store: Store, job_id: int) -> None:
     if store.get_job(job_id) is None:
         raise SnnetError(f"no job {job_id}")
     store.request_cancel(job_id)
+
+
+def resume(store: Store, job_id: int) -> None:
+    """Queue a failed or cancelled job again in its own run folder, and start it if its device is
+    free: a fine-tune goes on from its last checkpoint and ends with the weights, and the numbers,
+    that an uninterrupted run would have given. The job keeps its id, hence its place in the queue."""
+    _fail_dead_workers(store)  # a worker that died a moment ago still reads as running
+    job = store.get_job(job_id)
+    if job is None:
+        raise SnnetError(f"no job {job_id}")
+    if not store.requeue_job(job_id):
+        raise SnnetError(f"job {job_id} is {store.get_job(job_id)['status']}: only a failed or cancelled job "
+                         f"can be resumed")
+    dispatch(store, job["device"])
 
 
 def run_job(job_id: int, store: Store) -> None:
@@ -196,7 +216,7 @@ def _work(job_id: int, spec: JobSpec, store: Store) -> dict:
         steps = spec.steps if not spec.epochs else max(1, math.ceil(spec.epochs * _epoch_size(data) / spec.batch_size))
         config = TrainConfig(steps=steps, batch_size=spec.batch_size, lr=spec.lr, anchor_lr=spec.anchor_lr,
                              warmup_steps=max(1, min(150, steps // 10)), stitches=spec.stitches,
-                             seed=spec.seed, device=spec.device, checkpoint_every=max(250, steps // 4))
+                             seed=spec.seed, device=spec.device)
         store.update_job(job_id, stage="training", steps=steps)
         out_dir = run_dir(store, job_id)
         train(net, data, config, out_dir, progress=_reporter(job_id, store), show_bar=False)

@@ -136,6 +136,16 @@ class Store:
             connection.execute("UPDATE jobs SET status='cancelled', stage='cancelled', finished=? "
                                "WHERE id=? AND status='queued'", (time.time(), job_id))
 
+    def requeue_job(self, job_id: int) -> bool:
+        """Queue a failed or cancelled job again, keeping its id, spec and progress; False (and no
+        change) for a job in any other state, so two clicks on Resume queue it once."""
+        with closing(self._connect()) as connection, connection:
+            cursor = connection.execute(
+                "UPDATE jobs SET status='queued', stage='waiting for the device', cancel=0, pid=NULL, "
+                "message=NULL, result=NULL, eta_s=NULL, started=NULL, finished=NULL "
+                "WHERE id=? AND status IN ('failed', 'cancelled')", (job_id,))
+            return cursor.rowcount == 1
+
     def get_job(self, job_id: int) -> Optional[dict]:
         with closing(self._connect()) as connection:
             row = connection.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()

@@ -9,6 +9,9 @@ alone writes.
 import json
 import math
 import os
+import random
+import signal
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,7 +41,9 @@ class TrainConfig:
     sampling: str = "uniform"  # SN-Net: uniform over configurations, or over FLOPs groups
     stitches: Optional[list[int]] = None  # SN-Net: sample only these configurations
     seed: int = 0
-    checkpoint_every: int = 250
+    # a killed run loses at most this much work: a checkpoint every so many steps or seconds, whichever comes first
+    checkpoint_every: int = 50
+    checkpoint_every_s: float = 30.0
     device: str = "auto"
     bf16: Optional[bool] = None  # bf16 autocast; None: on for CUDA, off for CPU (slower there for small models)
     # SN-Net under torchrun: False (the reference) lets each rank sample its own configuration, so one
@@ -157,8 +162,34 @@ def _epoch_batches(epoch_data, epoch: int, config: TrainConfig, skip: int = 0, r
         for index in shares:
             yield images[index], labels[index]
     else:
-        yield from torch.utils.data.DataLoader(epoch_data, batch_sampler=[s.tolist() for s in shares],
-                                               num_workers=config.workers, pin_memory=torch.cuda.is_available())
+        # its own generator: the loader would otherwise draw its worker seeds from torch's global one
+        yield from torch.utils.data.DataLoader(_SeededSamples(epoch_data, config.seed * 7919 + epoch),
+                                               batch_sampler=[s.tolist() for s in shares],
+                                               num_workers=config.workers, pin_memory=torch.cuda.is_available(),
+                                               generator=torch.Generator().manual_seed(config.seed))
+
+
+class _SeededSamples(torch.utils.data.Dataset):
+    """A dataset whose random transforms (timm's crops and flips draw from Python's `random` and
+    torch's global generator) are seeded per image and epoch, so a resumed run reads the very
+    batches an uninterrupted one read, whichever worker process reads an image."""
+
+    def __init__(self, dataset, epoch_seed: int):
+        self.dataset, self.epoch_seed = dataset, epoch_seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        seed = self.epoch_seed * 100_000_007 + index
+        outside = random.getstate()
+        with torch.random.fork_rng(devices=[]):  # the training process's own streams stay untouched
+            random.seed(seed)
+            torch.default_generator.manual_seed(seed)  # torch.manual_seed would reseed the GPUs' too
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(outside)
 
 
 def _steps_per_epoch(first_epoch, config: TrainConfig) -> int:
@@ -189,7 +220,9 @@ def train(
     torch.manual_seed(config.seed)
     optimizer = torch.optim.AdamW(param_groups(model, config), betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
-    start_step = _resume(model, optimizer, scheduler, out_dir / "checkpoint.pt", config)
+    start_step, loss_avg = _resume(model, optimizer, scheduler, out_dir / "checkpoint.pt", config, device)
+    if start_step and rank == 0:
+        print(f"resuming at step {start_step} from {out_dir / 'checkpoint.pt'}", file=sys.stderr, flush=True)
     if start_step and isinstance(model, StitchableNet) and not config.sync_stitch and rank > 0:
         # the checkpoint holds rank 0's sampler; the other ranks must not fall into step with it
         model.generator.manual_seed(config.seed * 1_000_003 + rank + 7919 * start_step)
@@ -204,7 +237,8 @@ def train(
     first_epoch = data(0)  # every epoch has the same size; this one is reused, not rendered twice
     steps_per_epoch = _steps_per_epoch(first_epoch, config)
     bar = tqdm(total=config.steps, initial=start_step, disable=not show_bar or rank != 0, unit="step")
-    step, started, loss_avg = start_step, time.perf_counter(), None
+    step, started = start_step, time.perf_counter()
+    saved_at = time.monotonic()
     while step < config.steps:
         epoch = step // steps_per_epoch
         epoch_data = first_epoch if epoch == 0 else data(epoch)
@@ -226,8 +260,11 @@ def train(
                 progress(Progress(step, config.steps, loss_avg, scheduler.get_last_lr()[-1],
                                   rate * config.batch_size, (config.steps - step) / rate,
                                   getattr(model, "last_stitch", None) if isinstance(model, StitchableNet) else None))
-            if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
-                _save_checkpoint(model, optimizer, scheduler, step, out_dir / "checkpoint.pt", config)
+            due = (step % config.checkpoint_every == 0 or step == config.steps
+                   or time.monotonic() - saved_at >= config.checkpoint_every_s)
+            if rank == 0 and due:
+                _save_checkpoint(model, optimizer, scheduler, step, loss_avg, out_dir / "checkpoint.pt", config, device)
+                saved_at = time.monotonic()
             if step >= config.steps:
                 break
     bar.close()
@@ -241,20 +278,50 @@ def train(
     return summary
 
 
-def _save_checkpoint(model, optimizer, scheduler, step, path: Path, config: TrainConfig) -> None:
+def _save_checkpoint(model, optimizer, scheduler, step, loss_avg, path: Path, config: TrainConfig,
+                     device: torch.device) -> None:
+    """Everything a resumed run needs to take the very steps an uninterrupted one would."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "step": step, "config": json.dumps(asdict(config))}
+             "scheduler": scheduler.state_dict(), "step": step, "loss_avg": loss_avg,
+             "config": json.dumps(asdict(config)), "torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
     if isinstance(model, StitchableNet):
         state["sampler"] = model.generator.get_state()
     temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
+    with open(temporary, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())  # after a reboot the renamed file must hold these bytes, not nothing
+    _injected_fault(step)
     temporary.replace(path)  # a crash mid-save never leaves a broken checkpoint
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # and the rename itself survives a reboot
+    finally:
+        os.close(directory)
 
 
-def _resume(model, optimizer, scheduler, path: Path, config: TrainConfig) -> int:
+def _injected_fault(step: int) -> None:
+    """Tests only: SNNET_FAULT=kill:STEP or oom:STEP fails the checkpoint of step STEP after its
+    temporary file is written. A SIGKILL sent from outside cannot be timed into that moment, and a
+    real out-of-memory cannot be provoked without starving the machine. It fires once per process."""
+    action, _, at = os.environ.get("SNNET_FAULT", "").partition(":")
+    if not action or at != str(step):
+        return
+    del os.environ["SNNET_FAULT"]  # the next job this worker starts must not inherit it
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if action == "oom":
+        raise MemoryError(f"injected out-of-memory at step {step}")
+
+
+def _resume(model, optimizer, scheduler, path: Path, config: TrainConfig,
+            device: torch.device) -> tuple[int, Optional[float]]:
+    """The step and loss average to go on from (0 and None without a checkpoint)."""
     if not path.exists():
-        return 0
+        return 0, None
     state = torch.load(path, map_location="cpu", weights_only=True)  # never runs code from the file
     saved = json.loads(state["config"])
     if saved["steps"] != config.steps or saved["seed"] != config.seed:
@@ -265,4 +332,8 @@ def _resume(model, optimizer, scheduler, path: Path, config: TrainConfig) -> int
     scheduler.load_state_dict(state["scheduler"])
     if "sampler" in state:
         model.generator.set_state(state["sampler"])
-    return int(state["step"])
+    if "torch_rng" in state:
+        torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return int(state["step"]), state.get("loss_avg")

@@ -1,4 +1,5 @@
 """Background jobs: the queue, cancelling, dead workers, and real worker processes end to end."""
+import json
 import math
 import subprocess
 import sys
@@ -139,3 +140,58 @@ def test_an_evaluation_stops_when_cancelled_and_reports_its_batches(store):
     assert store.get_job(job_id)["stage"].startswith("evaluating 71 configurations · batch ")
     jobs.cancel(store, job_id)
     assert _wait(store, job_id, {"cancelled", "failed", "done"}, timeout=60)["status"] == "cancelled"
+
+
+def test_two_fine_tunes_submitted_at_once_take_turns_on_one_device(store):
+    spec = jobs.JobSpec("mini", stitches=[0], steps=3, batch_size=8)
+    first, second = jobs.submit(spec, store), jobs.submit(spec, store)
+    done = [_wait(store, job_id, {"done", "failed"}) for job_id in (first, second)]
+    assert [job["status"] for job in done] == ["done", "done"], [job["message"] for job in done]
+    assert done[0]["started"] < done[0]["finished"] <= done[1]["started"] < done[1]["finished"]
+
+
+def test_a_job_out_of_memory_says_try_a_smaller_batch_and_the_queue_goes_on(store, monkeypatch):
+    monkeypatch.setenv("SNNET_FAULT", "oom:2")  # the worker fails as an allocator would at step 2's checkpoint
+    failing = jobs.submit(jobs.JobSpec("mini", stitches=[0], steps=2, batch_size=8), store)
+    monkeypatch.delenv("SNNET_FAULT")
+    following = jobs.submit(jobs.JobSpec("mini", stitches=[0], steps=0), store)
+    job = _wait(store, failing, {"done", "failed"})
+    assert job["status"] == "failed"
+    assert job["message"] == "out of memory on cpu while training (batch size 8): try a smaller batch"
+    assert _wait(store, following, {"done", "failed"})["status"] == "done"
+
+
+def test_scripts_submit_and_list_jobs_as_json(store, capsys):
+    from snnet.cli import main
+
+    assert main(["job", "--store", str(store.path), "submit", "--family", "mini", "--stitches", "0", "--steps", "0",
+                 "--json"]) == 0
+    job_id = json.loads(capsys.readouterr().out)["id"]
+    assert store.get_job(job_id)["kind"] == "evaluate"
+    _wait(store, job_id, {"done", "failed"})
+    assert main(["job", "--store", str(store.path), "list", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert {"id", "kind", "status", "step", "steps", "pid", "message", "weights_hash"} <= set(listed)
+    assert (listed["id"], listed["status"], listed["message"]) == (job_id, "done", None)
+    assert listed["weights_hash"] == store.get_job(job_id)["result"]["weights_hash"]
+    assert main(["job", "--store", str(store.path), "resume", str(job_id)]) == 2
+    assert capsys.readouterr().err == f"error: job {job_id} is done: only a failed or cancelled job can be resumed\n"
+
+
+def test_a_failed_job_resumes_from_the_command_line(store, capsys):
+    from snnet.cli import main
+
+    spec = jobs.JobSpec("mini", stitches=[0], steps=0)
+    job_id = store.add_job(spec.kind, "mini", "cpu", jobs.asdict(spec))
+    store.claim_next_job("cpu")
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    store.update_job(job_id, pid=process.pid, stage="evaluating 1 configuration · batch 3/15")
+    assert main(["job", "--store", str(store.path), "list", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["status"] == "failed" and "weights_hash" not in listed
+    assert listed["message"].startswith("the worker process stopped unexpectedly while evaluating 1 configuration "
+                                        "· batch 3/15 (log: ")
+    assert main(["job", "--store", str(store.path), "resume", str(job_id)]) == 0
+    assert capsys.readouterr().out == f"job {job_id} queued again\n"
+    assert _wait(store, job_id, {"done", "failed"})["status"] == "done"

@@ -1,10 +1,17 @@
+import json
 import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
 from snnet import api
 from snnet.model import StitchableNet
 from snnet.store import Store, settings_key
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_metrics_round_trip_and_keys(tmp_path):
@@ -55,3 +62,38 @@ def test_changed_weights_never_get_stale_numbers(mini, tmp_path, monkeypatch):
     assert api.metrics(net, "test", store, compute_missing=False) == {}
     second = api.metrics(net, "test", store)
     assert second[2]["loss"] != first[2]["loss"] and second[0]["loss"] == first[0]["loss"]
+
+
+WRITER = """
+import sys
+from snnet.store import Store
+store = Store(sys.argv[1])
+for i in range(int(sys.argv[2])):
+    store.put_metrics("mini", f"w{i}", "test", "s", {j: {"top1": float(j)} for j in range(71)})
+"""
+READER = """
+import json, sys, time
+from snnet.store import Store
+store, keys, deadline = Store(sys.argv[1]), int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+seen = set()
+print("ready", flush=True)
+while time.monotonic() < deadline:
+    counts = [len(store.get_metrics("mini", f"w{i}", "test", "s")) for i in range(keys)]
+    seen.update(counts)
+    if counts[-1] == 71:
+        break
+print(json.dumps(sorted(seen)))
+"""
+
+
+def test_a_reader_process_never_sees_part_of_a_commit(tmp_path):
+    path, keys = tmp_path / "s.sqlite", 60
+    Store(path)
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(path), str(keys), "60"], env=environment,
+                              stdout=subprocess.PIPE, text=True)
+    assert reader.stdout.readline() == "ready\n"  # it polls before the first write
+    writer = subprocess.run([sys.executable, "-c", WRITER, str(path), str(keys)], env=environment, timeout=60)
+    seen = json.loads(reader.communicate(timeout=90)[0])
+    assert writer.returncode == 0 and reader.returncode == 0
+    assert seen == [0, 71]  # each key empty, then whole: never in between, and the reader did see writes land
