@@ -242,3 +242,32 @@ def test_uploads_beyond_the_cap_are_skipped_with_one_line(app):
     assert [w.value for w in app.warning] == [
         "Predicting 8 of 11 images (samples first): at most 8 at once; the rest are skipped."]
     assert len(_prediction_titles(app)) == 8
+
+
+@pytest.mark.slow
+def test_a_job_out_of_memory_is_one_line_the_page_stays_usable_and_resume_finishes_it(app, monkeypatch):
+    from snnet import jobs
+    from snnet.store import Store
+
+    monkeypatch.setenv("SNNET_FAULT", "oom:2")  # the worker fails as an allocator would, at step 2's checkpoint
+    store = Store()  # the page's store: $SNNET_HOME of the fixture
+    job_id = jobs.submit(jobs.JobSpec("mini", stitches=[0, 24], steps=2, batch_size=8), store)
+    monkeypatch.delenv("SNNET_FAULT")
+    _wait_for_page(app, lambda: any(e.value.startswith(f"Job {job_id} failed") for e in app.error))
+    assert [e.value for e in app.error] == [
+        f"Job {job_id} failed: out of memory on cpu while training (batch size 8): try a smaller batch"]
+    assert not app.exception
+    app.session_state["stitch_id"] = 40  # the rest of the page still works
+    app.run()
+    assert _heading(app) == "Stitch 40" and len(_prediction_titles(app)) == 2
+    _button(app, "Resume").click().run()
+    _wait_for_page(app, lambda: any(s.value.startswith(f"Job {job_id} done") for s in app.success))
+    assert not app.error and store.get_job(job_id)["step"] == 2
+
+
+def _wait_for_page(app, condition, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, [e.value for e in app.error]
+        time.sleep(1)
+        app.run()
