@@ -8,7 +8,7 @@ import traceback
 import streamlit as st
 
 from app import explorer, finetune, teaching
-from app.state import get_net, get_store, launch_options, load_rows, selected_id, sidebar
+from app.state import follow_in_address, get_net, get_store, launch_options, load_rows, selected_id, sidebar
 from snnet.errors import SnnetError, out_of_memory
 
 
@@ -23,6 +23,7 @@ def page() -> None:
     rows = load_rows(view, view.weights, store)
     before = load_rows(view, view.before_weights, store) if view.fine_tuned else None
     selected = selected_id(rows)
+    follow_in_address(view, selected)
     explore, tune, teach = st.tabs(["Explorer", "Fine-tune", "Teaching"])
     with explore:
         guarded(explorer.render, view, net, rows, before, selected, store)

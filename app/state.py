@@ -74,7 +74,13 @@ def load_rows(view: View, weights: Optional[str], store: Store) -> list[dict]:
 
 def sidebar(store: Store, options: argparse.Namespace) -> View:
     names = family_names()
-    family = st.selectbox("Family", names, index=names.index(options.family) if options.family in names else 0,
+    first = options.family
+    linked = st.query_params.get("family")  # a deep link, ?family=mini&stitch=24, beats the launch option
+    if linked in names:
+        first = linked
+    elif linked is not None:
+        st.warning(f"The link names an unknown family {linked!r}: showing {first}.")
+    family = st.selectbox("Family", names, index=names.index(first) if first in names else 0,
                           help="A family is a list of anchors of one domain, smallest first.")
     st.caption(get_family(family).description)
     # label -> (weights, whether a fine-tune wrote them, the weights it started from)
@@ -106,13 +112,33 @@ def sidebar(store: Store, options: argparse.Namespace) -> View:
 
 
 def selected_id(rows: list[dict]) -> int:
-    """The selected configuration, kept valid when the family changes. At first it is the best
-    configuration within half the largest cost: a stitch, on most curves."""
+    """The selected configuration, kept valid when the family changes. At first it is the one a
+    deep link names (?stitch=24), else the best configuration within half the largest cost: a
+    stitch, on most curves."""
     configs = [r for r in rows if r["kind"] != "zoo"]
+    if st.session_state.get(SELECTED) is None:
+        st.session_state[SELECTED] = _linked_stitch(len(configs))
     if st.session_state.get(SELECTED) is None or not 0 <= st.session_state[SELECTED] < len(configs):
         middle = best_under_budget(configs, max(r["gmacs"] for r in configs) / 2)
         st.session_state[SELECTED] = 0 if middle is None else middle["id"]
     return st.session_state[SELECTED]
+
+
+def _linked_stitch(count: int) -> Optional[int]:
+    linked = st.query_params.get("stitch")
+    if linked is None:
+        return None
+    if linked.isdigit() and int(linked) < count:
+        return int(linked)
+    st.warning(f"The link names configuration {linked!r}, which is not one of this family's ids 0-{count - 1}: "
+               "showing the default selection.")
+    return None
+
+
+def follow_in_address(view: View, stitch_id: int) -> None:
+    """The address names the selection, so a slide can link straight to a stitch."""
+    if st.query_params.to_dict() != {"family": view.family, "stitch": str(stitch_id)}:
+        st.query_params.from_dict({"family": view.family, "stitch": str(stitch_id)})
 
 
 def select(stitch_id: int) -> None:

@@ -271,3 +271,31 @@ def _wait_for_page(app, condition, timeout_s: float = 180) -> None:
         assert time.monotonic() < deadline, [e.value for e in app.error]
         time.sleep(1)
         app.run()
+
+
+def test_a_deep_link_opens_on_its_stitch_and_the_address_follows_the_selection(tmp_path, monkeypatch):
+    monkeypatch.setenv("SNNET_HOME", str(tmp_path))
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.query_params["family"] = "mini"
+    app.query_params["stitch"] = "24"
+    app.run()
+    assert not app.exception and not app.error and not app.warning
+    assert _heading(app) == "Stitch 24"
+    app.slider(key="budget_gmacs").set_value(0.0045).run()
+    best = _oracle_best(0.0045)
+    assert _heading(app) != "Stitch 24"
+    assert dict(app.query_params) == {"family": "mini", "stitch": str(best)}
+
+
+@pytest.mark.parametrize("stitch", ["71", "-3", "abc"])
+def test_a_deep_link_to_no_configuration_says_so_and_opens_on_the_default(tmp_path, monkeypatch, stitch):
+    monkeypatch.setenv("SNNET_HOME", str(tmp_path))
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.query_params["stitch"] = stitch
+    app.run()
+    assert not app.exception and not app.error
+    assert [w.value for w in app.warning] == [
+        f"The link names configuration {stitch!r}, which is not one of this family's ids 0-70: showing the "
+        "default selection."]
+    biggest = max(row["gmacs"] for row in space_rows(get_family("mini"), get_family("mini").space()))
+    assert _heading(app) == f"Stitch {_oracle_best(biggest / 2)}"
