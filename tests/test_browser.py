@@ -4,60 +4,26 @@ Screenshots of every step, and the timings, go to screenshots/ (see the README).
 """
 import io
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
+from browser_support import (CHROMIUM, FLAGS, POINT, PREDICTION, SELECTION, SHOTS, STITCH_IDS_JS, noise_png, prediction_row,
+                             require_chromium, stitch_points, streamlit_server, title_of)
 
-ROOT = Path(__file__).resolve().parents[1]
-SHOTS = ROOT / "screenshots"
-CHROMIUM = os.environ.get("SNNET_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-POINT = ".js-plotly-plot .scatterlayer .point"
 TIMINGS: dict[str, float] = {}
+VIEWPORT = {"width": 1500, "height": 1100}
 
 pytestmark = pytest.mark.browser
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
+    """(url, when it started, its $SNNET_HOME): jobs can be submitted to the same store from here."""
     home = tmp_path_factory.mktemp("snnet-home")
-    environment = {**os.environ, "SNNET_HOME": str(home)}
-    log = open(home / "server.log", "wb")  # a file, not a pipe nobody reads, which could fill up
     started = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail(f"streamlit did not start: {(home / 'server.log').read_text()[-2000:]}")
-    yield url, started
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    with streamlit_server(home) as url:
+        yield url, started, home
     SHOTS.mkdir(exist_ok=True)
     (SHOTS / "timings.json").write_text(json.dumps(TIMINGS, indent=1))
 
@@ -66,8 +32,7 @@ def server(tmp_path_factory):
 def browser():
     from playwright.sync_api import sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium chromium-driver (bash .ci/run does)")
+    require_chromium()
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield chromium
@@ -76,10 +41,8 @@ def browser():
 
 @pytest.fixture
 def page(server, browser, request):
-    url, _ = server
-    page = browser.new_page(viewport={"width": 1500, "height": 1100})
-    page.goto(url)
-    page.wait_for_selector(POINT, timeout=90_000)
+    url, _, _ = server
+    page = _load(browser.new_page(viewport=VIEWPORT), url)
     yield page
     if request.node.rep_call.failed:  # what the page showed when the test gave up
         _shot(page, f"failed-{request.node.name}")
@@ -92,15 +55,20 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def _load(page, url: str):
+    """The page, once the curve is drawn."""
+    page.goto(url)
+    page.wait_for_selector(POINT, timeout=90_000)
+    return page
+
+
 def _selection(page) -> str:
-    return page.get_by_role("heading", name=re.compile(r"^(Stitch \d+|Anchor \w+ \(id \d+\))$")).first.inner_text()
+    return page.get_by_role("heading", name=SELECTION).first.inner_text()
 
 
 def test_the_server_starts_and_draws_the_curve(server, browser):
-    url, started = server
-    page = browser.new_page(viewport={"width": 1500, "height": 1100})
-    page.goto(url)
-    page.wait_for_selector(POINT, timeout=90_000)
+    url, started, _ = server
+    page = _load(browser.new_page(viewport=VIEWPORT), url)
     TIMINGS["server_start_to_chart_s"] = round(time.monotonic() - started, 2)
     legend = page.locator(".js-plotly-plot .legendtext").evaluate_all("texts => texts.map(t => t.textContent)")
     assert {"anchors", "Pareto frontier", "zoo (trained alone)"} <= set(legend)
@@ -137,7 +105,7 @@ def test_an_upload_gets_predictions(page):
     page.locator("input[type=file]").first.set_input_files(
         files=[{"name": "my-digit.png", "mimeType": "image/png", "buffer": buffer.getvalue()}])
     page.get_by_text("my-digit.png").first.wait_for(timeout=60_000)
-    page.get_by_text(re.compile(r"^(Stitch \d+|Anchor \w+) · [\d.]+ ms$")).nth(2).wait_for(timeout=60_000)
+    page.get_by_text(PREDICTION).nth(2).wait_for(timeout=60_000)
     TIMINGS["upload_to_predictions_s"] = round(time.monotonic() - started, 2)
     page.locator("input[type=file]").first.set_input_files(
         files=[{"name": "broken.png", "mimeType": "image/png", "buffer": b"not an image"}])
@@ -151,14 +119,72 @@ def test_a_tiny_fine_tune_runs_and_lands_on_the_curve(page):
     page.get_by_label("Iterations (0: evaluate only)").fill("3")
     page.get_by_label("Batch size").fill("8")
     page.get_by_role("button", name="Launch fine-tune").click()
-    page.get_by_text(re.compile(r"^Job 1 · finetune")).first.wait_for(timeout=30_000)
+    launched = page.get_by_text(re.compile(r"^Job \d+ · finetune")).first  # other tests may have queued jobs before
+    launched.wait_for(timeout=30_000)
+    job = re.match(r"Job (\d+)", launched.inner_text()).group(1)
     _shot(page, "4-job-running")
     page.reload()  # the job lives in its own process and the store, not in this browser session
     page.wait_for_selector(POINT, timeout=90_000)
     page.get_by_role("tab", name="Fine-tune").click()
-    page.get_by_text(re.compile(r"^Job 1 done")).wait_for(timeout=180_000)
+    page.get_by_text(re.compile(rf"^Job {job} done")).wait_for(timeout=180_000)
     _shot(page, "5-job-done")
     page.get_by_role("button", name="Show on the curve").click()
     page.get_by_role("tab", name="Explorer").click()
     page.locator(".js-plotly-plot .legendtext", has_text="before fine-tune").first.wait_for(timeout=120_000)
     _shot(page, "6-after-fine-tune")
+
+
+def test_two_sessions_keep_their_own_selection_and_uploads_but_share_the_jobs(server, browser):
+    from playwright.sync_api import expect
+
+    from snnet.jobs import JobSpec, submit
+    from snnet.store import Store
+
+    url, _, home = server
+    contexts = [browser.new_context(viewport=VIEWPORT) for _ in range(2)]  # two people, no shared cookies
+    try:
+        first, second = (_load(context.new_page(), url) for context in contexts)
+
+        before = _selection(second)  # the second moves the budget one step down: its callback selects
+        second.get_by_role("slider", name="Budget (GMACs)").focus()
+        second.keyboard.press("ArrowLeft")
+        expect(second.get_by_role("heading", name=SELECTION).first).not_to_have_text(before, timeout=30_000)
+        theirs = _selection(second)
+
+        points = stitch_points(first)  # the first clicks a stitch that neither page shows yet
+        ids = points.evaluate_all(STITCH_IDS_JS)
+        index = next(i for i, stitch in enumerate(ids)
+                     if stitch is not None and f"Stitch {stitch}" not in (theirs, _selection(first)))
+        mine = f"Stitch {ids[index]}"
+        points.nth(index).click(force=True)
+        first.get_by_role("heading", name=mine, exact=True).wait_for(timeout=30_000)
+
+        # a job from outside both sessions, as the CLI or a third page would queue it
+        job = submit(JobSpec("mini", stitches=[0], steps=0), Store(home / "store.sqlite"))
+
+        sessions = [(first, "first.png", mine), (second, "second.png", theirs)]
+        for seed, (page, image, _) in enumerate(sessions):
+            page.locator("input[type=file]").first.set_input_files(
+                files=[{"name": image, "mimeType": "image/png", "buffer": noise_png(seed)}])
+        for page, image, _ in sessions:
+            prediction_row(page, image).locator("[data-testid=stDataFrame]").wait_for(timeout=60_000)
+        for (page, image, selection), (_, other, _) in zip(sessions, reversed(sessions)):
+            assert _selection(page) == selection
+            assert prediction_row(page, other).count() == 0
+            titles = {text.split(" · ")[0] for text in page.get_by_text(PREDICTION).all_inner_texts()}
+            assert titles == {title_of(selection)}  # samples and upload, all through this session's choice
+
+        for page, _, _ in sessions:
+            page.get_by_role("tab", name="Fine-tune").click()
+            page.get_by_text(re.compile(rf"^Job {job} · evaluate")).first.wait_for(timeout=30_000)
+        for page, _, _ in sessions:  # each page follows the job to its end on its own
+            page.get_by_text(re.compile(rf"^Job {job} done")).wait_for(timeout=180_000)
+        for page, image, selection in sessions:  # the job's end reran both pages: nothing of theirs was lost
+            page.get_by_role("tab", name="Explorer").click()
+            assert _selection(page) == selection
+            assert prediction_row(page, image).locator("[data-testid=stDataFrame]").count() == 1
+        _shot(first, "7-two-sessions-first")
+        _shot(second, "7-two-sessions-second")
+    finally:
+        for context in contexts:
+            context.close()
