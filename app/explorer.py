@@ -21,6 +21,7 @@ CHART_KEY = "pareto"
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
 MAX_UPLOAD_MB = 20  # per file; .streamlit/config.toml sets the same for the whole server
 MAX_IMAGES = 8  # predicted at once: a room of viewers shares one CPU
+BUDGET_STEPS = 200
 
 
 def apply_chart_click() -> None:
@@ -52,8 +53,10 @@ def _budget(configs: list[dict]) -> None:
         if best is not None:
             select(best["id"])
 
-    st.slider(f"Budget ({BUDGET_KEYS[unit]})", min_value=float(costs[0]), max_value=float(costs[-1]),
-              value=max(float(costs[0]), float(costs[-1]) / 2), key=f"budget_{unit}", on_change=choose, format="%.4f" if unit == "gmacs" else "%.2f",
+    low, high = float(costs[0]), float(costs[-1])
+    # Streamlit's default step (0.01) would leave a handful of positions on a curve of a few MMACs
+    st.slider(f"Budget ({BUDGET_KEYS[unit]})", min_value=low, max_value=high, step=(high - low) / BUDGET_STEPS,
+              value=max(low, high / 2), key=f"budget_{unit}", on_change=choose, format="%.4f" if unit == "gmacs" else "%.2f",
               help="Moves the selection to the most accurate configuration within the budget: "
                    "SN-Net switches configurations at run time, without retraining or reloading.")
     budget = st.session_state[f"budget_{unit}"]

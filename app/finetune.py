@@ -17,6 +17,7 @@ from snnet.model import StitchableNet
 from snnet.store import Store
 
 ACTIVE = ("queued", "running")
+WATCH_EVERY_S = 3.0
 
 
 def devices() -> list[str]:
@@ -107,7 +108,8 @@ def _job(job: dict, store: Store, locked: Optional[str]) -> None:
 
 def panel(view: View, store: Store) -> None:
     """The family's jobs, newest first. Active ones are redrawn every second from the store; when
-    one ends, the whole page reruns so its results reach the curve."""
+    one ends, the whole page reruns so its results reach the curve. With none active, a cheaper
+    watch reruns the page when a job appears or changes."""
     jobs.refresh(store)
     locked = access.lock()
     listed = store.list_jobs(view.family)
@@ -123,6 +125,16 @@ def panel(view: View, store: Store) -> None:
                 _job(job, store, locked)
 
         follow()
+    else:
+        drawn = [(job["id"], job["status"]) for job in listed]
+
+        @st.fragment(run_every=WATCH_EVERY_S)
+        def watch() -> None:
+            # a job queued elsewhere (a terminal, another viewer) reaches this page without a click
+            if [(job["id"], job["status"]) for job in store.list_jobs(view.family)] != drawn:
+                st.rerun()
+
+        watch()
     for job in listed:
         if job["status"] not in ACTIVE:
             _job(job, store, locked)

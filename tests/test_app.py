@@ -299,3 +299,11 @@ def test_a_deep_link_to_no_configuration_says_so_and_opens_on_the_default(tmp_pa
         "default selection."]
     biggest = max(row["gmacs"] for row in space_rows(get_family("mini"), get_family("mini").space()))
     assert _heading(app) == f"Stitch {_oracle_best(biggest / 2)}"
+
+
+def test_the_budget_slider_steps_finely_and_reaches_both_ends(app):
+    slider = app.slider(key="budget_gmacs")
+    positions = (slider.max - slider.min) / slider.step
+    assert positions >= 100 and positions == pytest.approx(round(positions))
+    slider.set_value(slider.max).run()
+    assert _heading(app) == "Anchor mini_base (id 2)"
