@@ -90,5 +90,6 @@ def test_unequal_depths_and_bad_ids():
 
 
 def test_unknown_family():
-    with pytest.raises(SnnetError, match="unknown family 'resnet': choose from deit, mini"):
-        get_family("resnet")
+    with pytest.raises(SnnetError, match="unknown family 'convnext': choose from deit, levit, mini, resnet, "
+                                         "resnet-swin, swin"):
+        get_family("convnext")
