@@ -54,6 +54,19 @@ def cmd_stitches(args: argparse.Namespace) -> None:
     print(json.dumps(rows, indent=1) if args.json else _format_table(rows))
 
 
+def cmd_families(args: argparse.Namespace) -> None:
+    from snnet.api import family_rows
+
+    rows = family_rows()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    for row in rows:
+        weights = "weights here" if row["weights"] else "no weights here"
+        print(f"{row['name']:<12}  {row['task']:<8}  {row['configurations']:>3} configurations  {weights:<15}  "
+              f"{', '.join(row['anchors'])}\n{'':14}{row['description']}")
+
+
 def _print_rows(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
     print("  ".join(f"{title:>{width}}" for title, _, width in columns))
     for row in rows:
@@ -237,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_space_arguments(stitches)
     stitches.add_argument("--json", action="store_true", help="print one JSON array")
     stitches.set_defaults(run=cmd_stitches)
+
+    families = commands.add_parser("families", help="every family: anchors, task, configurations, weights")
+    families.add_argument("--json", action="store_true", help="print one JSON array")
+    families.set_defaults(run=cmd_families)
 
     results = commands.add_parser("results", help="accuracy, cost and latency of every configuration, and the zoo")
     _add_measured_network_arguments(results)

@@ -170,11 +170,15 @@ def relative_residuals(net, stats: FitStatistics, solutions: dict[int, torch.Ten
 
 
 @torch.no_grad()
+def load_solution(layer: nn.Module, x: torch.Tensor) -> None:
+    """Stacked [W^T; b] into any kind of stitching layer (a 1x1 convolution's weight is W x 1 x 1)."""
+    layer.weight.copy_(x[:-1].T.reshape(layer.weight.shape).to(layer.weight))
+    layer.bias.copy_(x[-1].to(layer.bias))
+
+
 def load_solutions(net, solutions: dict[int, torch.Tensor]) -> None:
     for layer, x in solutions.items():
-        stitching = net.stitch_layers[layer]  # a Linear's weight is D_back x D_front, a 1x1 conv's D_back x D_front x 1 x 1
-        stitching.weight.copy_(x[:-1].T.reshape(stitching.weight.shape).to(stitching.weight))
-        stitching.bias.copy_(x[-1].to(stitching.bias))
+        load_solution(net.stitch_layers[layer], x)
 
 
 def least_squares_init(net, batches: Iterable[torch.Tensor], rule: str = "joint") -> dict[int, float]:
