@@ -172,6 +172,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     report = (lambda p: print(p.json(), flush=True)) if args.progress_json else None
     summary = train(model, train_data(family, args.seed, args.data), config, Path(args.out), progress=report,
                     show_bar=not args.progress_json)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed and torch.distributed.get_rank() != 0:
+        return  # rank 0 alone reports: lines from several ranks would interleave on one stdout
     if report:
         print(Progress(config.steps, config.steps, summary["final_loss"], 0.0, 0.0, 0.0, done=True).json())
     else:

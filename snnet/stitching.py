@@ -5,12 +5,13 @@ activation from D_front to D_back channels, with a bias: a Linear on tokens, a 1
 maps, and a 1x1 convolution whose output is laid out as tokens from a map into a ViT (or a Linear
 whose output is laid out as a map, the other way). For a position (j, k) it should map A, the front
 anchor's output of block j, onto B, the back anchor's input of block k, position by position (the
-rows of A and B: one per token or pixel of each sample): min ||[A 1] X - B||_F. We accumulate the normal equations G = [A 1]^T [A 1] and
-C = [A 1]^T B in float64 over all batches and solve them with an SVD-based least-squares solver,
-which also handles rank-deficient activations (minimum-norm solution).
+rows of A and B: one per token or pixel of each sample): min ||[A 1] X - B||_F. We accumulate the
+normal equations G = [A 1]^T [A 1] and C = [A 1]^T B in float64 over all batches and solve them
+with an SVD-based least-squares solver, which also handles rank-deficient activations
+(minimum-norm solution).
 
 Only configurations of one stitch point are fitted; a path of several stitch points reuses their
-layers. Positions that share a layer (a sliding window) are fitted by one of two rules:
+layers. Positions that share a layer (a window, or a front block of a stage-wise space) are fitted by one of two rules:
   "joint": one solve over all of the window's positions, min sum_p ||[A_p 1] X - B_p||^2;
   "mean":  the SN-Net reference rule, the average of the per-position solutions.
 "joint" is the default: it minimises exactly the error the shared layer makes. On the trained mini

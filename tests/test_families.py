@@ -151,3 +151,14 @@ def test_a_path_with_two_stitch_points_runs_and_costs_exactly(mini):
     row = space.describe(space[71])
     assert row["path"] == [["mini_tiny", 0, 3], ["mini_small", 4, 7], ["mini_base", 8, 11]]
     assert row["layers"] == [ti_s, s_b]
+
+
+def test_what_timm_exempts_from_weight_decay_gets_none():
+    from snnet.train import TrainConfig, param_groups
+
+    net = StitchableNet.from_family("swin", device="meta")
+    groups = param_groups(net, TrainConfig())
+    exempt = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    tables = [p for n, p in net.named_parameters() if n.endswith("relative_position_bias_table")]
+    assert len(tables) == 12 + 24 + 24 and all(id(p) in exempt for p in tables)
+    assert id(net.anchors[0].layers[0].blocks[0].attn.qkv.weight) not in exempt
