@@ -36,8 +36,8 @@ def apply_chart_click() -> None:
 
 
 def anchor_geometry(net: StitchableNet) -> tuple[list[int], list[int], list[str]]:
-    widths = [net.adapter.width(anchor) for anchor in net.anchors]
-    depths = [len(net.adapter.blocks(anchor)) for anchor in net.anchors]
+    widths = [adapter.width(anchor) for adapter, anchor in zip(net.adapters, net.anchors)]
+    depths = [len(blocks) for blocks in net.blocks]
     return widths, depths, list(net.family.anchor_names)
 
 

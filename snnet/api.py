@@ -14,7 +14,7 @@ from snnet.cost import space_rows
 from snnet.data import class_labels, default_split, eval_folder, eval_set, eval_set_key, load_image, preprocess
 from snnet.errors import SnnetError
 from snnet.evaluate import evaluate_batches, evaluate_space, folder_loader, latency_ms, space_latency
-from snnet.families import get_family
+from snnet.families import family_names, get_family
 from snnet.model import StitchableNet
 from snnet.store import Store, settings_key
 from snnet.weights import load_weights, weights_hash
@@ -25,6 +25,17 @@ CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 
 def shipped_dir(family_name: str) -> Path:
     return CHECKPOINTS / family_name
+
+
+def family_rows() -> list[dict]:
+    """Every registered family as plain data; `weights`: whether its SN-Net weights are here."""
+    rows = []
+    for name in family_names():
+        family = get_family(name)
+        rows.append({"name": name, "description": family.description, "task": family.task,
+                     "anchors": list(family.anchor_names), "configurations": len(family.space()),
+                     "weights": (shipped_dir(name) / "snnet.safetensors").is_file()})
+    return rows
 
 
 def load_net(family_name: str, weights: Optional[Path] = None, device: str = "cpu",

@@ -54,6 +54,19 @@ def cmd_stitches(args: argparse.Namespace) -> None:
     print(json.dumps(rows, indent=1) if args.json else _format_table(rows))
 
 
+def cmd_families(args: argparse.Namespace) -> None:
+    from snnet.api import family_rows
+
+    rows = family_rows()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    for row in rows:
+        weights = "weights here" if row["weights"] else "no weights here"
+        print(f"{row['name']:<12}  {row['task']:<8}  {row['configurations']:>3} configurations  {weights:<15}  "
+              f"{', '.join(row['anchors'])}\n{'':14}{row['description']}")
+
+
 def _print_rows(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
     print("  ".join(f"{title:>{width}}" for title, _, width in columns))
     for row in rows:
@@ -159,6 +172,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     report = (lambda p: print(p.json(), flush=True)) if args.progress_json else None
     summary = train(model, train_data(family, args.seed, args.data), config, Path(args.out), progress=report,
                     show_bar=not args.progress_json)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed and torch.distributed.get_rank() != 0:
+        return  # rank 0 alone reports: lines from several ranks would interleave on one stdout
     if report:
         print(Progress(config.steps, config.steps, summary["final_loss"], 0.0, 0.0, 0.0, done=True).json())
     else:
@@ -253,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_space_arguments(stitches)
     stitches.add_argument("--json", action="store_true", help="print one JSON array")
     stitches.set_defaults(run=cmd_stitches)
+
+    families = commands.add_parser("families", help="every family: anchors, task, configurations, weights")
+    families.add_argument("--json", action="store_true", help="print one JSON array")
+    families.set_defaults(run=cmd_families)
 
     results = commands.add_parser("results", help="accuracy, cost and latency of every configuration, and the zoo")
     _add_measured_network_arguments(results)

@@ -1,7 +1,7 @@
 """Exact MACs and parameters of every configuration, summed from per-piece costs.
 
 Each anchor is traced once, piece by piece (embed, each block, head), with fvcore on a single
-sample; a configuration's cost is then a sum of pieces plus its stitching layer. MACs are counted
+sample; a configuration's cost is then the sum of its segments' pieces plus its stitching layers. MACs are counted
 as fvcore counts them (one multiply-add = 1) with attention matmuls included: fvcore does not see
 PyTorch's fused scaled_dot_product_attention, so tracing switches timm's attention modules to
 their explicit matmul path, which computes the same function.
@@ -9,12 +9,12 @@ their explicit matmul path, which computes the same function.
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
-from snnet.families import Family
+from snnet.families import Activation, Family
 from snnet.space import Config, StitchSpace
 
 
@@ -38,8 +38,7 @@ class AnchorCost:
     blocks: tuple[Cost, ...]
     head: Cost
     head_without_norm: Cost
-    block_tokens: tuple[int, ...]  # tokens per sample leaving each block
-    width: int
+    points: tuple[Optional[Activation], ...]  # what enters each block, then the last block's output
 
     @property
     def total(self) -> Cost:
@@ -90,63 +89,80 @@ def _params(*modules: nn.Module) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
-def measure_anchor(family: Family, index: int) -> AnchorCost:
-    # Built on the meta device and given uninitialised memory: shapes are all a trace needs.
-    model = family.build_anchor(index, device="meta").to_empty(device="cpu").eval()
-    return measure_model(model, family.adapter, family.input_size)
+def _block_key(block: nn.Module, x: torch.Tensor) -> tuple:
+    # Blocks of one architecture on one input shape cost the same; plain attributes (e.g. Swin's
+    # window shift) tell apart blocks whose printed modules look alike.
+    settings = tuple(sorted((k, repr(v)) for k, v in vars(block).items() if not k.startswith("_") and k != "training"))
+    return type(block), repr(block), tuple(x.shape), settings
 
 
-def measure_model(model: nn.Module, adapter, input_size: tuple[int, ...]) -> AnchorCost:
-    """Trace a model piece by piece; identical blocks (same architecture and input) are traced once."""
-    x = torch.zeros(1, *input_size)
-    embed = _Piece(lambda inp: adapter.embed(model, inp), model)
-    with torch.no_grad():
-        tokens = embed(x)
-    block_costs, block_tokens, traced = [], [], {}
-    for block in adapter.blocks(model):
-        key = (repr(block), tuple(tokens.shape))
-        if key not in traced:
-            traced[key] = trace_macs(block, tokens)
-        block_costs.append(Cost(traced[key], _params(block)))
-        with torch.no_grad():
-            tokens = block(tokens)
-        block_tokens.append(tokens[0].numel() // tokens.shape[-1])
-    head_params = _params(*adapter.head_modules(model))
-    blocks_params = sum(c.params for c in block_costs)
-    return AnchorCost(
-        embed=Cost(trace_macs(embed, x), _params(model) - blocks_params - head_params),
-        blocks=tuple(block_costs),
-        head=Cost(trace_macs(_Piece(lambda t: adapter.head(model, t), model), tokens), head_params),
-        head_without_norm=Cost(
-            trace_macs(_Piece(lambda t: adapter.head(model, t, final_norm=False), model), tokens),
-            head_params,
-        ),
-        block_tokens=tuple(block_tokens),
-        width=adapter.width(model),
-    )
+@torch.no_grad()
+def measure_anchors(family: Family) -> list[AnchorCost]:
+    """Trace every anchor piece by piece (embed, each block on the activation the model's own run
+    gives it, head); identical blocks on identical inputs are traced once."""
+    from snnet.model import StitchableNet
+
+    # Built on the CPU: some architectures (Swin, LeViT) compute index buffers at build time.
+    net = StitchableNet.from_family(family).eval()
+    x = torch.zeros(1, *family.input_size)
+    wanted = {anchor: set(range(len(blocks) + 1)) for anchor, blocks in enumerate(net.blocks)}
+    points = net.anchor_points(x, wanted)
+    costs = []
+    for anchor, (model, adapter, blocks) in enumerate(zip(net.anchors, net.adapters, net.blocks)):
+        block_costs, traced = [], {}
+        for b, block in enumerate(blocks):
+            key = _block_key(block, points[(anchor, b)])
+            if key not in traced:
+                traced[key] = trace_macs(block, points[(anchor, b)])
+            block_costs.append(Cost(traced[key], _params(block)))
+        last = points[(anchor, len(blocks))]
+        head_params = _params(*adapter.head_modules(model))
+        embed = _Piece(lambda inp: adapter.embed(model, inp), model)
+        costs.append(AnchorCost(
+            embed=Cost(trace_macs(embed, x), _params(model) - sum(c.params for c in block_costs) - head_params),
+            blocks=tuple(block_costs),
+            head=Cost(trace_macs(_Piece(lambda t: adapter.head(model, t), model), last), head_params),
+            head_without_norm=Cost(
+                trace_macs(_Piece(lambda t: adapter.head(model, t, final_norm=False), model), last), head_params),
+            points=tuple(net.points[anchor]),
+        ))
+    return costs
 
 
-_ANCHOR_COSTS: dict[tuple[str, int], AnchorCost] = {}
+def model_cost(model: nn.Module, input_size: tuple[int, ...]) -> Cost:
+    """MACs and parameters of a whole model (a zoo model, say) by one fvcore trace."""
+    return Cost(trace_macs(model, torch.zeros(1, *input_size)), _params(model))
+
+
+_ANCHOR_COSTS: dict[str, list[AnchorCost]] = {}
 
 
 def anchor_costs(family: Family) -> list[AnchorCost]:
     """Per-piece costs of a family's anchors, measured once per process."""
-    for index in range(len(family.anchors)):
-        key = (family.name, index)
-        if key not in _ANCHOR_COSTS:
-            _ANCHOR_COSTS[key] = measure_anchor(family, index)
-    return [_ANCHOR_COSTS[(family.name, i)] for i in range(len(family.anchors))]
+    if family.name not in _ANCHOR_COSTS:
+        _ANCHOR_COSTS[family.name] = measure_anchors(family)
+    return _ANCHOR_COSTS[family.name]
+
+
+def layer_cost(front: Activation, back: Activation) -> Cost:
+    """A stitching layer maps each position from front to back channels (fvcore counts Linear and
+    1x1 convolution alike, without the bias); relaying the output out as tokens or a map is free."""
+    return Cost(front.positions * front.channels * back.channels, (front.channels + 1) * back.channels)
 
 
 def config_cost(anchors: list[AnchorCost], config: Config, final_norm: bool = True) -> Cost:
     """Cost of one configuration; `final_norm=False` is the official SN-Net stitched path."""
-    front, back = anchors[config.front], anchors[config.back]
     if config.kind == "anchor":
-        return front.total
-    j, k = config.front_block, config.back_block
-    layer = Cost(front.block_tokens[j] * front.width * back.width, (front.width + 1) * back.width)
-    head = back.head if final_norm else back.head_without_norm
-    return sum_costs([front.embed, *front.blocks[: j + 1], layer, *back.blocks[k:], head])
+        return anchors[config.front].total
+    parts = [anchors[config.front].embed]
+    for segment in config.segments:
+        parts += anchors[segment.anchor].blocks[segment.first_block: segment.last_block + 1]
+    for left, _, right in config.stitch_points:
+        parts.append(layer_cost(anchors[left.anchor].points[left.last_block + 1],
+                                anchors[right.anchor].points[right.first_block]))
+    back = anchors[config.back]
+    parts.append(back.head if final_norm else back.head_without_norm)
+    return sum_costs(parts)
 
 
 def trace_config_macs(net, stitch_id: int) -> int:

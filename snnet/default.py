@@ -101,7 +101,7 @@ def evaluate_and_ship(work: Path, runs: dict[str, Path], snnet_weights: Path, ou
     import shutil
 
     from snnet.api import eval_settings, load_net, metrics
-    from snnet.cost import measure_model, space_rows
+    from snnet.cost import model_cost, space_rows
     from snnet.data import eval_set
     from snnet.evaluate import evaluate_model, latency_ms
     from snnet.store import Store
@@ -120,7 +120,7 @@ def evaluate_and_ship(work: Path, runs: dict[str, Path], snnet_weights: Path, ou
         model = load_weights(family.build_model(spec), runs[spec.name] / "model.safetensors")
         name = f"{spec.name} (alone)" if spec in family.anchors else spec.name
         save_weights(model, out / "zoo" / f"{spec.name}.safetensors")
-        cost = measure_model(model, family.adapter, family.input_size).total
+        cost = model_cost(model, family.input_size)
         zoo.append({"name": name, "width": spec.arch_args["embed_dim"], "depth": spec.depth,
                     "gmacs": cost.gmacs, "params_m": cost.params_m,
                     **evaluate_model(model, images, labels),

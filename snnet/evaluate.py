@@ -1,11 +1,11 @@
 """Evaluation: top-1, top-5, loss and latency for every configuration of a StitchableNet.
 
-Prefix sharing: a batch's front anchor runs its blocks once, and every stitch that leaves that
-anchor after block j continues from the tokens it had after block j. The numbers are identical
-to running each configuration alone (tests/test_evaluate.py), at a fraction of the cost.
+Prefix sharing (StitchableNet.run): a batch's front anchor runs its blocks once, and every stitch
+that leaves that anchor after block j continues from the activation it had after block j. The
+numbers are identical to running each configuration alone (tests/test_evaluate.py), at a fraction
+of the cost.
 """
 import time
-from collections import defaultdict
 from typing import Callable, Iterable, Optional, Sequence
 
 import torch
@@ -74,29 +74,14 @@ def evaluate_batches(
     net.eval()
     device = next(net.parameters()).device
     configs = [net.space[i] for i in (range(len(net.space)) if stitch_ids is None else stitch_ids)]
-    by_front = defaultdict(list)
-    for config in configs:
-        by_front[config.front].append(config)
     tallies = {config.id: _Tally() for config in configs}
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     for done, (x, y) in enumerate(tqdm(batches, disable=not show_bar, unit="batch", desc="evaluating", total=total)):
         if on_batch is not None:
             on_batch(done, total)
         x, y = x.to(device), y.to(device)
-        for front, leaving in by_front.items():
-            exits = defaultdict(list)
-            for config in leaving:
-                exits["head" if config.kind == "anchor" else config.front_block].append(config)
-            last = len(net.adapter.blocks(net.anchors[front])) - 1 if "head" in exits else \
-                max(c.front_block for c in leaving)
-            with autocast:
-                tokens = net.adapter.embed(net.anchors[front], x)
-                for j, block in enumerate(net.adapter.blocks(net.anchors[front])[: last + 1]):
-                    tokens = block(tokens)
-                    for config in exits.get(j, []):
-                        tallies[config.id].add(net.forward_from(config, tokens), y)
-                for config in exits.get("head", []):
-                    tallies[config.id].add(net.adapter.head(net.anchors[front], tokens), y)
+        with autocast:
+            net.run(x, configs, lambda config, logits: tallies[config.id].add(logits, y))
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         _sum_across_ranks(tallies, device)
     return {stitch_id: tally.result() for stitch_id, tally in tallies.items()}

@@ -1,14 +1,19 @@
 """The stitch configuration space: which networks one family of anchors can run. Pure data.
 
+A configuration is a path: segments (anchor, first block, last block) joined by stitching layers.
+An anchor is a path of one segment, a stitch of two; nothing stops a path from holding several
+stitch points. Block indices count an anchor's blocks from its first, across stages.
+
 Ids follow the SN-Net reference code so that official checkpoints and published per-stitch
 figures line up id for id: the anchors first (smallest first), then each stitched pair of
-neighbouring anchors in turn, each pair's positions in the order its sliding windows first see them.
+neighbouring anchors in turn (stage by stage for hierarchical anchors), each pair's positions in
+the order its windows first see them.
 
 A position (front_block j, back_block k) runs front blocks 0..j, a stitching layer, then back
 blocks k..L-1 and the back anchor's head. All positions first seen in one window share that
 window's stitching layer.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 from snnet.errors import SnnetError
@@ -18,30 +23,65 @@ DIRECTIONS = ("fast-to-slow", "slow-to-fast")
 
 
 @dataclass(frozen=True)
+class Segment:
+    """Blocks first_block..last_block (inclusive) of one anchor."""
+
+    anchor: int
+    first_block: int
+    last_block: int
+
+
+@dataclass(frozen=True)
 class Config:
-    """One runnable network: an anchor (front == back) or a stitch of two anchors."""
+    """One runnable network: segments of anchors, each joined to the next by a stitching layer."""
 
     id: int
-    front: int  # anchor index
-    back: int
-    front_block: Optional[int] = None
-    back_block: Optional[int] = None
-    layer: Optional[int] = None  # stitching layer index, None for an anchor
+    segments: tuple[Segment, ...]
+    layers: tuple[int, ...] = ()  # layers[i] joins segments[i] to segments[i + 1]
+    stage: Optional[int] = None  # the stage its stitch point lies in, for hierarchical anchors
 
     @property
     def kind(self) -> str:
-        return "anchor" if self.layer is None else "stitch"
+        return "anchor" if len(self.segments) == 1 else "stitch"
+
+    # The names of a single stitch, which the CLI, the store and the app speak: a path's first
+    # anchor, its last, where it leaves the first and where it enters the last, its first layer.
+    @property
+    def front(self) -> int:
+        return self.segments[0].anchor
+
+    @property
+    def back(self) -> int:
+        return self.segments[-1].anchor
+
+    @property
+    def front_block(self) -> Optional[int]:
+        return None if self.kind == "anchor" else self.segments[0].last_block
+
+    @property
+    def back_block(self) -> Optional[int]:
+        return None if self.kind == "anchor" else self.segments[-1].first_block
+
+    @property
+    def layer(self) -> Optional[int]:
+        return self.layers[0] if self.layers else None
+
+    @property
+    def stitch_points(self) -> list[tuple[Segment, int, Segment]]:
+        """(segment left, layer, segment entered) at each stitch point of the path."""
+        return [(self.segments[i], layer, self.segments[i + 1]) for i, layer in enumerate(self.layers)]
 
 
 @dataclass(frozen=True)
 class StitchSpace:
     anchors: tuple[str, ...]
-    depths: tuple[int, ...]
+    depths: tuple[int, ...]  # blocks per anchor, all stages together
     configs: tuple[Config, ...]
     layer_pairs: tuple[tuple[int, int], ...]  # (front anchor, back anchor) of each stitching layer
     kernel: int
     stride: int
     direction: str
+    stage_depths: tuple[tuple[int, ...], ...] = ()  # blocks per stage of each anchor, if hierarchical
 
     def __len__(self) -> int:
         return len(self.configs)
@@ -63,8 +103,9 @@ class StitchSpace:
         return len(self.layer_pairs)
 
     def describe(self, config: Config) -> dict:
-        """Plain-data view of a configuration, the shape the CLI and the store share."""
-        return {
+        """Plain-data view of a configuration, the shape the CLI and the store share; a path of
+        several stitch points also lists its segments and layers."""
+        row = {
             "id": config.id,
             "kind": config.kind,
             "front": self.anchors[config.front],
@@ -73,6 +114,45 @@ class StitchSpace:
             "back_block": config.back_block,
             "layer": config.layer,
         }
+        if len(config.layers) > 1:
+            row["path"] = [[self.anchors[s.anchor], s.first_block, s.last_block] for s in config.segments]
+            row["layers"] = list(config.layers)
+        return row
+
+    def with_paths(self, paths: Sequence[tuple[Sequence[Segment], Sequence[int]]]) -> "StitchSpace":
+        """This space plus configurations given as (segments, layers), reusing its stitching layers."""
+        configs = list(self.configs)
+        for segments, layers in paths:
+            config = Config(len(configs), tuple(segments), tuple(layers))
+            check_path(self, config)
+            configs.append(config)
+        return replace(self, configs=tuple(configs))
+
+
+def check_path(space: StitchSpace, config: Config) -> None:
+    """A path runs from an anchor's first block to another's head, each layer joining its two anchors."""
+    segments = config.segments
+    if len(config.layers) != len(segments) - 1:
+        raise SnnetError(f"configuration {config.id}: {len(segments)} segments need {len(segments) - 1} layers")
+    if segments[0].first_block != 0 or segments[-1].last_block != space.depths[segments[-1].anchor] - 1:
+        raise SnnetError(f"configuration {config.id} must start at a first block and end at a last block")
+    for segment in segments:
+        if not 0 <= segment.first_block <= segment.last_block < space.depths[segment.anchor]:
+            raise SnnetError(f"configuration {config.id}: {segment} is outside its anchor's blocks")
+    for left, layer, right in config.stitch_points:
+        if not 0 <= layer < space.num_layers or space.layer_pairs[layer] != (left.anchor, right.anchor):
+            raise SnnetError(f"configuration {config.id}: layer {layer} does not join anchors "
+                             f"{left.anchor} and {right.anchor}")
+
+
+def stitch(config_id: int, front: int, back: int, position: Position, layer: int, back_depth: int,
+           stage: Optional[int] = None) -> Config:
+    j, k = position
+    return Config(config_id, (Segment(front, 0, j), Segment(back, k, back_depth - 1)), (layer,), stage)
+
+
+def anchor_configs(depths: Sequence[int]) -> list[Config]:
+    return [Config(i, (Segment(i, 0, depth - 1),)) for i, depth in enumerate(depths)]
 
 
 def paired_windows(depth: int, kernel: int = 2, stride: int = 1) -> list[list[Position]]:
@@ -136,14 +216,14 @@ def build_space(
             if not (0 <= j < depth and 0 <= k < depth):
                 raise SnnetError(f"position ({j}, {k}) is outside blocks 0-{depth - 1}")
 
-    configs = [Config(id=i, front=i, back=i) for i in range(len(anchors))]
+    configs = anchor_configs(depths)
     layer_pairs = []
     for front, back in pairs:
         for window in windows:
             layer = len(layer_pairs)
             layer_pairs.append((front, back))
-            for j, k in window:
-                configs.append(Config(len(configs), front, back, j, k, layer))
+            for position in window:
+                configs.append(stitch(len(configs), front, back, position, layer, depths[back]))
     return StitchSpace(
         anchors=tuple(anchors),
         depths=tuple(depths),
@@ -152,4 +232,73 @@ def build_space(
         kernel=kernel,
         stride=stride,
         direction=direction,
+    )
+
+
+def unpaired_windows(front_depth: int, back_depth: int) -> list[list[Position]]:
+    """Positions of a stage where the back anchor is deeper: each back block k maps to front block
+    j = nearest(k) (nearest-neighbour interpolation of the front's block ids onto the back's), and
+    (j, k) is a stitch when j < k. One stitching layer per front block serves all its positions."""
+    if front_depth > back_depth:
+        raise SnnetError(f"unpaired stitching goes from the shallower stage to the deeper one, got "
+                         f"{front_depth} front blocks and {back_depth} back blocks")
+    windows = [[(k * front_depth // back_depth, k) for k in range(back_depth)
+                if k * front_depth // back_depth == j and j < k] for j in range(front_depth)]
+    return [window for window in windows if window]
+
+
+def stage_windows(front_depth: int, back_depth: int, kernel: int, stride: int) -> list[list[Position]]:
+    """Positions inside one stage: paired windows when both anchors have as many blocks there,
+    else unpaired. Hierarchical anchors keep only forward positions (j < k), as the reference does:
+    the path then runs as many blocks as the back anchor or fewer."""
+    if front_depth != back_depth:
+        return unpaired_windows(front_depth, back_depth)
+    windows = [[(j, k) for j, k in window if j < k] for window in paired_windows(front_depth, min(kernel, front_depth), stride)]
+    return [window for window in windows if window]
+
+
+def build_stage_space(
+    anchors: Sequence[str],
+    stage_depths: Sequence[Sequence[int]],
+    stages: Sequence[int],
+    kernel: int = 2,
+    stride: int = 1,
+    direction: str = "fast-to-slow",
+) -> StitchSpace:
+    """The space of hierarchical anchors: stitch only inside a stage, one of `stages` (never the
+    last, where the anchors' heads differ), stage by stage, each stage pair by pair."""
+    if not anchors:
+        raise SnnetError("a family needs at least one anchor")
+    if len(anchors) != len(stage_depths):
+        raise SnnetError(f"{len(anchors)} anchors but {len(stage_depths)} stage depths")
+    if kernel < 1:
+        raise SnnetError(f"kernel must be at least 1, got {kernel}")
+    if stride < 1:
+        raise SnnetError(f"stride must be at least 1, got {stride}")
+    depths = [sum(d) for d in stage_depths]
+    pairs = neighbour_pairs(len(anchors), direction)
+    for stage in stages:
+        if any(not 0 <= stage < len(d) - 1 for d in stage_depths):
+            raise SnnetError(f"stage {stage} is not a stage every anchor has before its last")
+    configs = anchor_configs(depths)
+    layer_pairs = []
+    for stage in stages:
+        for front, back in pairs:
+            front_start, back_start = sum(stage_depths[front][:stage]), sum(stage_depths[back][:stage])
+            windows = stage_windows(stage_depths[front][stage], stage_depths[back][stage], kernel, stride)
+            for window in windows:
+                layer = len(layer_pairs)
+                layer_pairs.append((front, back))
+                for j, k in window:
+                    configs.append(stitch(len(configs), front, back, (front_start + j, back_start + k), layer,
+                                          depths[back], stage))
+    return StitchSpace(
+        anchors=tuple(anchors),
+        depths=tuple(depths),
+        configs=tuple(configs),
+        layer_pairs=tuple(layer_pairs),
+        kernel=kernel,
+        stride=stride,
+        direction=direction,
+        stage_depths=tuple(tuple(d) for d in stage_depths),
     )

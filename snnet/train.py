@@ -97,14 +97,25 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def no_decay_names(model: nn.Module) -> set[str]:
+    """Parameters timm's models exempt from weight decay themselves (`no_weight_decay()`: position
+    embeddings and class tokens, Swin's relative position tables, LeViT's attention biases)."""
+    names = set()
+    for prefix, module in model.named_modules():
+        if callable(getattr(module, "no_weight_decay", None)):
+            names |= {f"{prefix}.{name}" if prefix else name for name in module.no_weight_decay()}
+    return names
+
+
 def param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
-    """No weight decay on biases, norms and embeddings; anchors of SN-Net at their own rate."""
+    """No weight decay on biases, norms and what timm exempts; anchors of SN-Net at their own rate."""
     groups = {}
+    exempt = no_decay_names(model)
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         anchor = isinstance(model, StitchableNet) and name.startswith("anchors.")
-        decay = param.ndim > 1 and not name.endswith(("pos_embed", "cls_token", "reg_token"))
+        decay = param.ndim > 1 and name not in exempt and not name.endswith(("pos_embed", "cls_token", "reg_token"))
         lr = config.anchor_lr if anchor else config.lr
         key = (lr, decay)
         groups.setdefault(key, {"params": [], "lr": lr, "weight_decay": config.weight_decay if decay else 0.0})

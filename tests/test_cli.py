@@ -43,7 +43,7 @@ def test_stitches_table_and_options():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--family", "imagenet"], "error: unknown family 'imagenet': choose from deit, mini"),
+        (["--family", "imagenet"], "error: unknown family 'imagenet': choose from deit, levit, mini, resnet, resnet-swin, swin"),
         (["--family", "mini", "--kernel", "13"], "error: kernel must be between 1 and the anchors' depth 12, got 13"),
         (["--family", "mini", "--stride", "0"], "error: stride must be at least 1, got 0"),
     ],
@@ -53,3 +53,25 @@ def test_bad_requests_give_one_line(args, message):
     assert result.returncode == 2
     assert result.stderr.strip() == message
     assert result.stdout == ""
+
+
+def test_families_json_lists_every_family():
+    result = snnet("families", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == {"deit", "mini", "swin", "resnet", "resnet-swin", "levit"}
+    assert {name: row["configurations"] for name, row in rows.items()} == {
+        "deit": 71, "mini": 71, "swin": 41, "resnet": 10, "resnet-swin": 8, "levit": 8}
+    assert rows["mini"]["weights"] is True and rows["mini"]["task"] == "digits"
+    assert rows["resnet-swin"]["anchors"] == ["resnet18", "swin_tiny"]
+    assert set(rows["deit"]) == {"name", "description", "task", "anchors", "configurations", "weights"}
+
+
+def test_stitches_json_of_a_stage_wise_family():
+    result = snnet("stitches", "--family", "levit", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    # the reference's published figures (tests/test_families.py has every family's)
+    assert [round(r["gmacs"] * 1e9) for r in rows] == [661663808, 1133412864, 1020918272, 977741824, 934565376,
+                                                       812300576, 791247040, 770193504]
+    assert [(r["front_block"], r["back_block"]) for r in rows[2:]] == [(0, 1), (1, 2), (2, 3), (4, 5), (5, 6), (6, 7)]

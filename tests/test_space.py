@@ -90,5 +90,38 @@ def test_unequal_depths_and_bad_ids():
 
 
 def test_unknown_family():
-    with pytest.raises(SnnetError, match="unknown family 'resnet': choose from deit, mini"):
-        get_family("resnet")
+    with pytest.raises(SnnetError, match="unknown family 'convnext': choose from deit, levit, mini, resnet, "
+                                         "resnet-swin, swin"):
+        get_family("convnext")
+
+
+def test_paths_must_join_their_anchors_with_their_layers():
+    from snnet.space import Segment
+
+    space = build_space(["a", "b", "c"], [4, 4, 4])  # layers 0-2 join a->b, 3-5 join b->c
+    good = space.with_paths([((Segment(0, 0, 1), Segment(1, 2, 2), Segment(2, 3, 3)), (1, 4))])
+    assert len(good) == len(space) + 1 and good[len(space)].layers == (1, 4)
+    for segments, layers, message in [
+        ((Segment(0, 0, 1), Segment(1, 2, 3)), (4,), "layer 4 does not join anchors 0 and 1"),
+        ((Segment(0, 0, 1), Segment(1, 2, 2)), (1,), "must start at a first block and end at a last block"),
+        ((Segment(0, 1, 1), Segment(1, 2, 3)), (1,), "must start at a first block"),
+        ((Segment(0, 0, 1), Segment(1, 2, 3)), (), "2 segments need 1 layers"),
+        ((Segment(0, 0, 5), Segment(1, 2, 3)), (1,), "outside its anchor's blocks"),
+    ]:
+        with pytest.raises(SnnetError, match=message):
+            space.with_paths([(segments, layers)])
+
+
+def test_stage_spaces_follow_the_reference_rules():
+    from snnet.space import build_stage_space, unpaired_windows
+
+    assert unpaired_windows(2, 4) == [[(0, 1)], [(1, 2), (1, 3)]]
+    assert unpaired_windows(2, 6) == [[(0, 1), (0, 2)], [(1, 3), (1, 4), (1, 5)]]
+    space = build_stage_space(["r18", "r50"], [(2, 2, 2, 2), (3, 4, 6, 3)], stages=(1, 2))
+    assert len(space) == 10 and space.num_layers == 4 and space.depths == (8, 16)
+    assert [(c.stage, c.front_block, c.back_block, c.layer) for c in space.configs[2:]] == [
+        (1, 2, 4, 0), (1, 3, 5, 1), (1, 3, 6, 1), (2, 4, 8, 2), (2, 4, 9, 2), (2, 5, 10, 3), (2, 5, 11, 3), (2, 5, 12, 3)]
+    with pytest.raises(SnnetError, match="stage 3 is not a stage every anchor has before its last"):
+        build_stage_space(["r18", "r50"], [(2, 2, 2, 2), (3, 4, 6, 3)], stages=(3,))
+    with pytest.raises(SnnetError, match="from the shallower stage to the deeper one"):
+        build_stage_space(["r18", "r50"], [(2, 2, 2, 2), (3, 4, 6, 3)], stages=(1,), direction="slow-to-fast")

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from snnet.families.registry import AnchorSpec, Family, register_family
+from snnet.families.registry import Activation, AnchorSpec, Family, register_family
 
 
 class ViTAdapter:
@@ -28,6 +28,14 @@ class ViTAdapter:
 
     def width(self, model: nn.Module) -> int:
         return model.embed_dim
+
+    def stage_depths(self, model: nn.Module) -> tuple[int, ...]:
+        return (len(model.blocks),)
+
+    def points(self, model: nn.Module, input_size: tuple[int, int, int]) -> list[Activation]:
+        # every block keeps the token count (patches plus class/register tokens) and the width
+        tokens = Activation("tokens", model.embed_dim, (model.patch_embed.num_patches + model.num_prefix_tokens,))
+        return [tokens] * (len(model.blocks) + 1)
 
 
 @register_family("deit")

@@ -1,0 +1,54 @@
+"""ResNets (timm's ResNet): ResNet-18/50, and ResNet-18 into Swin-Ti (a CNN stitched into a ViT)."""
+import torch
+from torch import nn
+
+from snnet.families.registry import Activation, AnchorSpec, Family, register_family
+from snnet.families.stages import StagedAdapter
+from snnet.families.swin import SwinAdapter
+
+
+class ResNetAdapter(StagedAdapter):
+    """Stem (conv, norm, activation, max-pool) | layer1-4 of residual blocks | pooling, classifier."""
+
+    def embed(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model.maxpool(model.act1(model.bn1(model.conv1(x))))
+
+    def head(self, model: nn.Module, x: torch.Tensor, final_norm: bool = True) -> torch.Tensor:
+        return model.forward_head(x)  # no final norm to skip
+
+    def head_modules(self, model: nn.Module) -> list[nn.Module]:
+        return [model.global_pool, model.fc]
+
+    def activation(self, channels: int, height: int, width: int) -> Activation:
+        return Activation("map", channels, (height, width))
+
+
+@register_family("resnet")
+def resnet() -> Family:
+    # The reference stitches inside layer2 and layer3 (stages 1 and 2): 10 configurations.
+    return Family(
+        name="resnet",
+        description="ResNet-18/50 on ImageNet-1k (224 px), stitched inside layer2 and layer3",
+        anchors=(AnchorSpec("resnet18", "resnet18"), AnchorSpec("resnet50", "resnet50")),
+        adapter=ResNetAdapter(),
+        input_size=(3, 224, 224),
+        num_classes=1000,
+        task="imagenet",
+        stitch_stages=(1, 2),
+    )
+
+
+@register_family("resnet-swin")
+def resnet_swin() -> Family:
+    # A CNN into a ViT: ResNet-18's feature maps become Swin-Ti's tokens. 8 configurations.
+    return Family(
+        name="resnet-swin",
+        description="ResNet-18 into Swin-Ti on ImageNet-1k (224 px), stitched inside stages 1 and 2",
+        anchors=(AnchorSpec("resnet18", "resnet18", adapter=ResNetAdapter()),
+                 AnchorSpec("swin_tiny", "swin_tiny_patch4_window7_224", adapter=SwinAdapter())),
+        adapter=ResNetAdapter(),
+        input_size=(3, 224, 224),
+        num_classes=1000,
+        task="imagenet",
+        stitch_stages=(1, 2),
+    )
