@@ -50,9 +50,11 @@ def load_net(family_name: str, weights: Optional[Path] = None, device: str = "cp
         if family.task == "digits":
             raise SnnetError(f"no shipped weights for family {family_name} ({path} is missing): give --weights PATH"
                              f"{', or run python -m snnet build-default' if family_name == 'mini' else ''}")
-        raise SnnetError(f"no SN-Net weights for family {family_name} ({path} is missing): import the released ones "
-                         f"with python -m snnet convert-official SRC --out {path}, build them from the timm anchors "
-                         f"with python -m snnet init --family {family_name} --data DIR, or give --weights PATH")
+        routes = [f"build them from the timm anchors with python -m snnet init --family {family_name} --data DIR",
+                  "or give --weights PATH"]
+        if family.stitch_stages is None:  # the released checkpoints we import are the plain-ViT ones
+            routes.insert(0, f"import the released ones with python -m snnet convert-official SRC --out {path}")
+        raise SnnetError(f"no SN-Net weights for family {family_name} ({path} is missing): {', '.join(routes)}")
     torch.manual_seed(0)
     net = StitchableNet.from_family(family)
     load_weights(net, path)

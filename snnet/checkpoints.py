@@ -166,8 +166,12 @@ def convert_official(source: Path, out: Path, family_name: str = "deit") -> dict
     """Import a released SN-Net checkpoint (anchors.{i}.*, stitch_layers.{pair}.{window}.transform.*)."""
     from safetensors.torch import save_file
 
+    from snnet.families import get_family
     from snnet.model import StitchableNet
 
+    if get_family(family_name).stitch_stages is not None:
+        raise SnnetError(f"convert-official imports the released plain-ViT (DeiT) checkpoints; family {family_name}'s "
+                         "stage-wise layout is not supported: build its weights with python -m snnet init")
     started = time.perf_counter()
     state = read_state_dict(source)
     net = StitchableNet.from_family(family_name, device="meta")

@@ -106,10 +106,12 @@ def test_uploads_are_predicted_and_an_unreadable_one_is_one_line(app):
     assert {c.split("**")[1] for c in captions} == {_heading(app)} | anchors
 
 
-def test_missing_weights_are_one_clear_line(app):
-    app.sidebar.selectbox[0].set_value("deit").run()
+@pytest.mark.parametrize("family", ["deit", "swin", "resnet-swin"])
+def test_missing_weights_are_one_clear_line(app, family):
+    app.sidebar.selectbox[0].set_value(family).run()
     assert not app.exception
-    assert len(app.error) == 1 and app.error[0].value.startswith("no SN-Net weights for family deit")
+    assert len(app.error) == 1 and app.error[0].value.startswith(f"no SN-Net weights for family {family}")
+    assert f"python -m snnet init --family {family}" in app.error[0].value
 
 
 @pytest.mark.slow

@@ -184,3 +184,16 @@ def test_init_builds_snnet_from_anchor_files_and_a_train_folder(deit, timm_ancho
         fitted = (net.stitch_layers[config.layer](front) - target).norm()
         fresh = (torch.nn.Linear(192, 384)(front) - target).norm()
     assert fitted < 0.5 * fresh
+
+
+def test_stage_wise_families_say_how_to_get_weights_and_refuse_an_official_import(tmp_path):
+    from snnet.api import load_net
+    from snnet.checkpoints import convert_official
+    from snnet.errors import SnnetError
+
+    with pytest.raises(SnnetError) as missing:
+        load_net("swin")
+    assert "python -m snnet init --family swin --data DIR" in str(missing.value)
+    assert "convert-official" not in str(missing.value)
+    with pytest.raises(SnnetError, match="stage-wise layout is not supported"):
+        convert_official(tmp_path / "snnet_swin.pth", tmp_path / "out.safetensors", "swin")
