@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from app import access
-from app.figures import blocks_text, path_figure, pareto_figure, row_title
+from app.figures import blocks_text, layer_text, path_figure, pareto_figure, row_title
 from app.state import View, select
 from snnet.api import predict
 from snnet.data import load_image, sample_images
@@ -93,8 +93,9 @@ def _offer_evaluation(view: View, missing: list[int], total: int, store: Store) 
 
 def details(row: dict, net: StitchableNet) -> None:
     st.subheader(row_title(row) if row["kind"] == "stitch" else f"{row_title(row)} (id {row['id']})")
-    st.caption(blocks_text(row) + ("" if row["kind"] == "anchor" else f" · stitching layer {row['layer']}"))
-    st.plotly_chart(path_figure(row, *anchor_geometry(net)), config={"displayModeBar": False}, key="path")
+    widths, depths, names = anchor_geometry(net)
+    st.caption(blocks_text(row) + layer_text(row, widths, names))
+    st.plotly_chart(path_figure(row, widths, depths, names), config={"displayModeBar": False}, key="path")
     first, second = st.columns(2)
     first.metric("GMACs", f"{row['gmacs']:.4f}")
     second.metric("Parameters", f"{row['params_m']:.2f} M")

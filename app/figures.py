@@ -94,6 +94,17 @@ def pareto_figure(rows: list[dict], selected: Optional[int] = None, before: Opti
     return figure
 
 
+def _blocks(count: int) -> str:
+    return f"{count} block{'s' * (count != 1)}"
+
+
+def layer_text(row: dict, widths: list[int], names: list[str]) -> str:
+    """" · stitching layer 11: 32→64" for a stitch; nothing for an anchor."""
+    if row["kind"] == "anchor":
+        return ""
+    return f" · stitching layer {row['layer']}: {widths[names.index(row['front'])]}→{widths[names.index(row['back'])]}"
+
+
 def path_figure(row: dict, widths: list[int], depths: list[int], names: list[str]) -> go.Figure:
     """Blocks as boxes, their heights to scale with the anchors' widths: front blocks 0..j, the
     stitching layer, then the back anchor's blocks k..L-1 and its head."""
@@ -118,21 +129,21 @@ def path_figure(row: dict, widths: list[int], depths: list[int], names: list[str
     start = x
     for block in range(front_blocks):
         box(front, str(block))
-    figure.add_annotation(x=(start + x) / 2, y=0.62, showarrow=False,
-                          text=f"{front} · {front_blocks} blocks · width {widths[index[front]]}")
+    # The front's label hangs from the left edge above the boxes and the back's from the right edge
+    # below them: on two rows, they never run into each other, however early or late the stitch.
+    figure.add_annotation(x=0, xanchor="left", y=0.66, showarrow=False,
+                          text=f"{front} · {_blocks(front_blocks)} · width {widths[index[front]]}")
     if row["kind"] == "stitch":
         low, high = widths[index[front]] / tallest / 2, widths[index[back]] / tallest / 2
         figure.add_shape(type="path", path=f"M {x},{-low} L {x + 0.85},{-high} L {x + 0.85},{high} L {x},{low} Z",
                          fillcolor=LAYER_COLOUR, line=dict(width=0))
-        figure.add_annotation(x=x + 0.42, y=-0.62, showarrow=False,
-                              text=f"stitching layer {row['layer']}: {widths[index[front]]}→{widths[index[back]]}")
         x += 1.0
-        start = x
         for block in range(row["back_block"], depths[index[back]]):
             box(back, str(block))
-        figure.add_annotation(x=(start + x) / 2, y=0.62, showarrow=False,
-                              text=f"{back} · {depths[index[back]] - row['back_block']} blocks · width {widths[index[back]]}")
     box(back, "head", span=1.2)
+    if row["kind"] == "stitch":
+        figure.add_annotation(x=x - 0.2, xanchor="right", y=-0.66, showarrow=False,
+                              text=f"{back} · {_blocks(depths[index[back]] - row['back_block'])} · width {widths[index[back]]}")
     figure.update_layout(
         xaxis=dict(visible=False, range=[-0.2, x + 0.2]), yaxis=dict(visible=False, range=[-0.75, 0.75]),
         height=170, margin=dict(l=0, r=0, t=0, b=0), showlegend=False)

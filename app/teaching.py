@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app.explorer import anchor_geometry
-from app.figures import LAYER_COLOUR, blocks_text, path_figure, row_title
+from app.figures import LAYER_COLOUR, blocks_text, layer_text, path_figure, row_title
 from snnet.model import StitchableNet
 
 EXPLANATION = """
@@ -69,7 +69,8 @@ def render(net: StitchableNet, rows: list[dict]) -> None:
 
     def draw(row: dict, frame: int) -> None:
         accuracy = "" if row.get("top1") is None else f", top-1 {row['top1']:.2f} %"
-        caption.markdown(f"**{row_title(row)}**: {blocks_text(row)} · {row['gmacs']:.4f} GMACs{accuracy}")
+        caption.markdown(f"**{row_title(row)}**: {blocks_text(row)}{layer_text(row, geometry[0], geometry[2])} · "
+                         f"{row['gmacs']:.4f} GMACs{accuracy}")
         curve.plotly_chart(_pair_figure(rows, stitches, row), key=f"teach-curve-{frame}")
         path.plotly_chart(path_figure(row, *geometry), config={"displayModeBar": False}, key=f"teach-path-{frame}")
 

@@ -87,7 +87,7 @@ def test_clicking_a_point_selects_that_stitch(page):
     assert wanted != before
     target.click(force=True)
     page.get_by_role("heading", name=wanted, exact=True).wait_for(timeout=30_000)
-    assert page.get_by_text(re.compile(r"stitching layer \d+:")).count() >= 1  # the path picture changed with it
+    assert page.get_by_text(re.compile(r"stitching layer \d+: \d+→\d+")).count() >= 1  # its details came with it
     _shot(page, "2-clicked-stitch")
 
 
