@@ -216,22 +216,27 @@ def build_space(
             if not (0 <= j < depth and 0 <= k < depth):
                 raise SnnetError(f"position ({j}, {k}) is outside blocks 0-{depth - 1}")
 
+    layers = [(front, back, window, None) for front, back in pairs for window in windows]
+    return _assemble(anchors, depths, layers, kernel, stride, direction)
+
+
+def _assemble(anchors: Sequence[str], depths: Sequence[int], layers, kernel: int, stride: int, direction: str,
+              stage_depths: Sequence[Sequence[int]] = ()) -> StitchSpace:
+    """The anchors, then each stitching layer's positions in turn: `layers` lists (front anchor,
+    back anchor, positions as (front block, back block), stage or None), one entry per layer."""
     configs = anchor_configs(depths)
-    layer_pairs = []
-    for front, back in pairs:
-        for window in windows:
-            layer = len(layer_pairs)
-            layer_pairs.append((front, back))
-            for position in window:
-                configs.append(stitch(len(configs), front, back, position, layer, depths[back]))
+    for layer, (front, back, positions, stage) in enumerate(layers):
+        for position in positions:
+            configs.append(stitch(len(configs), front, back, position, layer, depths[back], stage))
     return StitchSpace(
         anchors=tuple(anchors),
         depths=tuple(depths),
         configs=tuple(configs),
-        layer_pairs=tuple(layer_pairs),
+        layer_pairs=tuple((front, back) for front, back, _, _ in layers),
         kernel=kernel,
         stride=stride,
         direction=direction,
+        stage_depths=tuple(tuple(d) for d in stage_depths),
     )
 
 
@@ -280,25 +285,10 @@ def build_stage_space(
     for stage in stages:
         if any(not 0 <= stage < len(d) - 1 for d in stage_depths):
             raise SnnetError(f"stage {stage} is not a stage every anchor has before its last")
-    configs = anchor_configs(depths)
-    layer_pairs = []
+    layers = []
     for stage in stages:
         for front, back in pairs:
             front_start, back_start = sum(stage_depths[front][:stage]), sum(stage_depths[back][:stage])
-            windows = stage_windows(stage_depths[front][stage], stage_depths[back][stage], kernel, stride)
-            for window in windows:
-                layer = len(layer_pairs)
-                layer_pairs.append((front, back))
-                for j, k in window:
-                    configs.append(stitch(len(configs), front, back, (front_start + j, back_start + k), layer,
-                                          depths[back], stage))
-    return StitchSpace(
-        anchors=tuple(anchors),
-        depths=tuple(depths),
-        configs=tuple(configs),
-        layer_pairs=tuple(layer_pairs),
-        kernel=kernel,
-        stride=stride,
-        direction=direction,
-        stage_depths=tuple(tuple(d) for d in stage_depths),
-    )
+            for window in stage_windows(stage_depths[front][stage], stage_depths[back][stage], kernel, stride):
+                layers.append((front, back, [(front_start + j, back_start + k) for j, k in window], stage))
+    return _assemble(anchors, depths, layers, kernel, stride, direction, stage_depths)
