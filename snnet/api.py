@@ -4,21 +4,19 @@ load the shipped or given weights -> results (from the store; what it lacks come
 metrics file when the weights match, else is evaluated and stored) -> predictions.
 """
 import json
-import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
 
 from snnet.cost import space_rows
-from snnet.data import class_labels, default_split, eval_folder, eval_set, eval_set_key, load_image, preprocess
+from snnet.data import load_image
 from snnet.errors import SnnetError
 from snnet.evaluate import evaluate_batches, evaluate_space, folder_loader, latency_ms, space_latency
 from snnet.families import family_names, get_family
 from snnet.model import StitchableNet
 from snnet.store import Store, settings_key
 from snnet.weights import load_weights, weights_hash
-from snnet.zoo import timm_zoo
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 
@@ -32,7 +30,7 @@ def family_rows() -> list[dict]:
     rows = []
     for name in family_names():
         family = get_family(name)
-        rows.append({"name": name, "description": family.description, "task": family.task,
+        rows.append({"name": name, "description": family.description, "task": family.task.name,
                      "anchors": list(family.anchor_names), "configurations": len(family.space()),
                      "weights": (shipped_dir(name) / "snnet.safetensors").is_file()})
     return rows
@@ -47,9 +45,9 @@ def load_net(family_name: str, weights: Optional[Path] = None, device: str = "cp
     family = get_family(family_name)
     path = Path(weights) if weights else shipped_dir(family_name) / "snnet.safetensors"
     if weights is None and not path.exists():
-        if family.task == "digits":
+        if family.task.offline:
             raise SnnetError(f"no shipped weights for family {family_name} ({path} is missing): give --weights PATH"
-                             f"{', or run python -m snnet build-default' if family_name == 'mini' else ''}")
+                             f", or build them with python -m snnet build-default --family {family_name}")
         routes = [f"build them from the timm anchors with python -m snnet init --family {family_name} --data DIR",
                   "or give --weights PATH"]
         if family.stitch_stages is None:  # the released checkpoints we import are the plain-ViT ones
@@ -67,7 +65,7 @@ def eval_settings(net: StitchableNet, split: str, dataset=None, bf16: bool = Fal
     space = net.space
     precision = {"precision": "bf16"} if bf16 else {}  # fp32 keys stay as they always were
     return settings_key(kernel=space.kernel, stride=space.stride, direction=space.direction,
-                        final_norm=net.final_norm, split=split, data=eval_set_key(net.family, split, dataset),
+                        final_norm=net.final_norm, split=split, data=net.family.task.eval_set_key(net.family, split, dataset),
                         **precision)
 
 
@@ -77,11 +75,9 @@ def _shipped_metrics(family_name: str) -> Optional[dict]:
 
 
 def evaluation_folder(net: StitchableNet, split: str, data=None, needed: bool = True):
-    """The image folder an ImageNet family is evaluated on (None for in-memory sets, or when no
-    folder is given and none is needed, as when only cached numbers are asked for)."""
-    if net.family.task == "digits" or not (needed or data or os.environ.get("SNNET_IMAGENET")):
-        return None
-    return eval_folder(net.family, split, data)
+    """The image folder a family is evaluated on (None for in-memory sets, or when no folder is
+    given and none is needed, as when only cached numbers are asked for)."""
+    return net.family.task.eval_folder(net.family, split, data, needed)
 
 
 def evaluate(net: StitchableNet, split: str, stitch_ids: Optional[Sequence[int]] = None, store: Optional[Store] = None,
@@ -95,7 +91,7 @@ def evaluate(net: StitchableNet, split: str, stitch_ids: Optional[Sequence[int]]
     ids = list(range(len(net.space))) if stitch_ids is None else list(stitch_ids)
     device = next(net.parameters()).device
     if dataset is None:
-        images, labels = eval_set(net.family, split)
+        images, labels = net.family.task.eval_set(net.family, split)
         if world > 1:  # each rank its share; evaluate_batches sums the tallies
             images, labels = images[rank::world], labels[rank::world]
         measured = evaluate_space(net, images, labels, ids, batch_size, show_bar=show_bar, bf16=bf16, on_batch=on_batch)
@@ -122,7 +118,7 @@ def metrics(net: StitchableNet, split: Optional[str] = None, store: Optional[Sto
     `data`: an ImageNet family's image folder (DIR with val/<wnid>/*.JPEG; default $SNNET_IMAGENET).
     """
     store = store or Store()
-    split = split or default_split(net.family)
+    split = split or net.family.task.default_split
     family, weights = net.family.name, weights_hash(net)
     dataset = evaluation_folder(net, split, data, needed=compute_missing)
     settings = eval_settings(net, split, dataset)
@@ -149,10 +145,10 @@ def results(net: StitchableNet, split: Optional[str] = None, store: Optional[Sto
     The zoo of an ImageNet family is timm's published figures (curated, or the CSV at `zoo_csv`).
     """
     store = store or Store()
-    split = split or default_split(net.family)
+    split = split or net.family.task.default_split
     measured = metrics(net, split, store, compute_missing=compute_missing, show_bar=show_bar, data=data)
     rows = [{**row, **measured.get(row["id"], {})} for row in space_rows(net.family, net.space, net.final_norm)]
-    zoo_rows = timm_zoo(zoo_csv) if net.family.task == "imagenet" else store.get_zoo(net.family.name, split)
+    zoo_rows = net.family.task.zoo(net.family, store, split, zoo_csv)
     return rows + [{"kind": "zoo", **row} for row in zoo_rows]
 
 
@@ -160,13 +156,13 @@ def predict(net: StitchableNet, stitch: int, images: Sequence, top: int = 5) -> 
     """Top classes of each image (a path or a PIL image) through one configuration."""
     net.space[stitch]  # a bad id fails before any image is read
     family = net.family
-    labels = class_labels(family)
+    labels = family.task.class_labels(family)
     device = next(net.parameters()).device
     out = []
     for image in images:
         name = str(image) if isinstance(image, (str, Path)) else getattr(image, "filename", "") or "image"
         pil = load_image(image) if isinstance(image, (str, Path)) else image
-        x = preprocess(family, pil)[None].to(device)
+        x = family.task.preprocess(family, pil)[None].to(device)
         with torch.no_grad():
             probs = net(x, stitch=stitch).float().softmax(dim=1)[0]
             elapsed = latency_ms(lambda inp: net(inp, stitch=stitch), x, repeats=5, warmup=1)

@@ -199,7 +199,6 @@ def init_from_anchors(family_name: str, data, out: Path, weights: Optional[Path]
                       batch_size: int = 32) -> dict[int, float]:
     """A StitchableNet from the anchors' timm weights, its stitching layers fitted by least squares on
     `samples` training images (as the paper initialises them); written to `out`."""
-    from snnet.data import image_folder, split_folder
     from snnet.families import get_family
     from snnet.model import StitchableNet
     from snnet.stitching import least_squares_init
@@ -207,10 +206,6 @@ def init_from_anchors(family_name: str, data, out: Path, weights: Optional[Path]
 
     family = get_family(family_name)
     net = StitchableNet(family, load_anchors(family, weights), family.space())
-    # evaluation transforms: the fit sees the images as inference will, and is reproducible
-    dataset = image_folder(split_folder(family, data, "train"), family)
-    chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:samples]
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, chosen.tolist()), batch_size=batch_size)
-    residuals = least_squares_init(net, (images for images, _ in loader))
+    residuals = least_squares_init(net, family.task.fit_images(family, samples, data, batch_size))
     save_weights(net, out)
     return residuals

@@ -111,7 +111,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     import torch
 
     from snnet.api import evaluate, evaluation_folder, load_net
-    from snnet.data import default_split
     from snnet.families import get_family
     from snnet.train import distributed_context, resolve_device
 
@@ -121,7 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
     net = load_net(args.family, args.weights, device, official_compat=args.official_compat)
-    split = args.split or default_split(get_family(args.family))
+    split = args.split or get_family(args.family).task.default_split
     dataset = evaluation_folder(net, split, args.data)
     measured = evaluate(net, split, _parse_ids(args.stitches), dataset=dataset, batch_size=args.batch_size,
                         workers=args.workers, bf16=args.bf16, show_bar=not args.json)
@@ -153,7 +152,6 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     import torch
 
-    from snnet.data import train_data
     from snnet.families import get_family
     from snnet.train import Progress, TrainConfig, train
 
@@ -170,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
         model = load_net(args.family, args.weights, official_compat=args.official_compat)
     report = (lambda p: print(p.json(), flush=True)) if args.progress_json else None
-    summary = train(model, train_data(family, args.seed, args.data), config, Path(args.out), progress=report,
+    summary = train(model, family.task.train_data(family, args.seed, args.data), config, Path(args.out), progress=report,
                     show_bar=not args.progress_json)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if distributed and torch.distributed.get_rank() != 0:
@@ -213,7 +211,7 @@ def cmd_build_default(args: argparse.Namespace) -> None:
 
     from snnet.default import build_default
 
-    build_default(Path(args.work), jobs=args.jobs)
+    build_default(args.family, Path(args.work) if args.work else None, jobs=args.jobs)
 
 
 def cmd_job(args: argparse.Namespace) -> None:
@@ -344,8 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--json", action="store_true")
     zoo.set_defaults(run=cmd_zoo)
 
-    build = commands.add_parser("build-default", help="train and evaluate the embedded default from scratch")
-    build.add_argument("--work", default="runs/default", help="work folder; a rerun resumes from it")
+    build = commands.add_parser("build-default", help="train and evaluate an embedded family from scratch")
+    build.add_argument("--family", default="mini", help="mini (the default) or mini-resnet")
+    build.add_argument("--work", help="work folder; a rerun resumes from it (default runs/default[/FAMILY])")
     build.add_argument("--jobs", type=int, default=2, help="models trained at once")
     build.set_defaults(run=cmd_build_default)
 

@@ -1,16 +1,18 @@
-"""Datasets: the embedded cluttered-digits task (offline, from scikit-learn) and ImageNet-style folders.
+"""Data: the embedded cluttered-digits renders (offline, from scikit-learn), ImageNet-style folders
+read with timm's transforms, and single images. Which data a family uses is its task's business
+(snnet/tasks.py).
 
 Cluttered digits: each 8x8 handwritten digit of scikit-learn's bundled set is scaled, rotated and
 placed on a 32x32 canvas beside dimmed fragments of other digits, under Gaussian noise. Renders are
 a pure function of the source digits and a seed. Splits are by source digit, so no digit image is
 seen in two splits; the test split is fixed, training renders fresh variations every epoch.
 """
-import hashlib
 import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -132,31 +134,8 @@ def digits_train_epoch(epoch: int, seed: int = 0, renders: int = 10) -> tuple[to
     return digits_split("train", renders, seed * 100_003 + epoch + 1)
 
 
-def train_data(family, seed: int = 0, data=None):
-    """The family's training data as a function epoch -> (images, labels), or -> a dataset to shuffle.
-
-    Digits render fresh tensors every epoch; ImageNet families read `data` (a folder holding
-    train/<wnid>/*.JPEG, or the train folder itself) with timm's training transforms.
-    """
-    if family.task == "digits":
-        return lambda epoch: digits_train_epoch(epoch, seed)
-    dataset = image_folder(split_folder(family, data, "train"), family, training=True)
-    return lambda epoch: dataset
-
-
 # Bump when rendering changes, so cached metrics of older test sets are never reused.
 DIGITS_VERSION = 1
-
-
-def default_split(family) -> str:
-    return "test" if family.task == "digits" else "val"
-
-
-def eval_set(family, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed evaluation set held in memory (digits); ImageNet families stream `eval_folder` instead."""
-    if family.task == "digits":
-        return digits_eval_set(split)
-    raise SnnetError(f"family {family.name} evaluates on an image folder, not an in-memory set: give --data DIR")
 
 
 def split_folder(family, data, split: str) -> Path:
@@ -167,33 +146,6 @@ def split_folder(family, data, split: str) -> Path:
                          f"(holding {split}/<wnid>/*.JPEG) or set SNNET_IMAGENET")
     root = Path(data)
     return root / split if (root / split).is_dir() else root
-
-
-def eval_folder(family, split: str, data=None):
-    return image_folder(split_folder(family, data, split), family)
-
-
-def eval_set_key(family, split: str, dataset=None) -> dict:
-    """What identifies an evaluation set, for the metrics cache: for a folder, its list of images."""
-    if family.task == "digits":
-        return {"task": "digits", "version": DIGITS_VERSION, "renders": EVAL_RENDERS.get(split),
-                "seed": EVAL_SEEDS.get(split)}
-    if dataset is None:
-        return {"task": family.task}
-    root = Path(dataset.reader.root)
-    listing = hashlib.sha256()
-    for path, target in dataset.reader.samples:
-        listing.update(f"{Path(path).relative_to(root).as_posix()}:{target};".encode())
-    return {"task": family.task, "images": len(dataset), "listing": listing.hexdigest()[:16]}
-
-
-def class_labels(family) -> list[str]:
-    if family.task == "digits":
-        return [str(i) for i in range(10)]
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    return [info.index_to_description(i) for i in range(family.num_classes)]
 
 
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # 16/32-bit grey: scaled, not clipped, to 8 bits
@@ -250,54 +202,17 @@ def imagenet_class_map(root: Path) -> dict[str, int]:
     return index
 
 
-def image_folder(root, family, training: bool = False):
-    """An ImageNet-style folder (root/<class>/<image>) with the family's timm transforms."""
+def image_folder(root, family, training: bool = False, class_map: Optional[dict[str, int]] = None):
+    """An ImageNet-style folder (root/<class>/<image>) with the family's timm transforms; classes
+    are numbered by `class_map` (folder name -> index), else in sorted order."""
     from snnet._timm import timm  # noqa: F401  (timm.data needs the torchvision fix)
     from timm.data import ImageDataset, create_transform
 
     root = Path(root)
     if not root.is_dir():
         raise SnnetError(f"image folder {root} not found")
-    class_map = imagenet_class_map(root) if family.task == "imagenet" else None
     dataset = ImageDataset(str(root), class_map=class_map,
                            transform=create_transform(**data_config(family), is_training=training))
     if len(dataset) == 0:
         raise SnnetError(f"image folder {root} holds no images in class sub-folders")
     return dataset
-
-
-def sample_images(family) -> list[tuple[str, "Image.Image"]]:
-    """Built-in images to try a family on: test-split digits, or scikit-learn's two sample photos."""
-    from PIL import Image
-
-    if family.task == "digits":
-        images, labels = digits_eval_set("test")
-        pixels = ((images[:8, 0] * DIGIT_STD[0] + DIGIT_MEAN[0]).clamp(0, 1) * 255).round().to(torch.uint8)
-        return [(f"test #{i} (label {int(labels[i])})", Image.fromarray(pixels[i].numpy()))
-                for i in range(len(pixels))]
-    from sklearn.datasets import load_sample_images
-
-    bunch = load_sample_images()
-    return [(Path(name).name, Image.fromarray(array)) for name, array in zip(bunch.filenames, bunch.images)]
-
-
-def preprocess(family, image) -> torch.Tensor:
-    """One image (any mode, any size) as the family's training data looked: (C, H, W), normalised."""
-    from snnet._timm import timm  # noqa: F401  (timm's data transforms need torchvision)
-    from timm.data import create_transform
-
-    channels, height, width = family.input_size
-    if family.task == "digits":
-        image = image.convert("L")
-        # Training digits are light ink on a dark canvas; most photos and scans of digits are dark
-        # ink on light paper, so those are inverted first.
-        from PIL import ImageOps, ImageStat
-
-        if ImageStat.Stat(image).mean[0] > 127:
-            image = ImageOps.invert(image)
-        transform = create_transform(input_size=(1, height, width), interpolation="bilinear",
-                                     mean=DIGIT_MEAN, std=DIGIT_STD, crop_pct=1.0)
-    else:
-        image = image.convert("RGB")
-        transform = create_transform(**data_config(family))
-    return transform(image)

@@ -1,11 +1,12 @@
-"""python -m snnet build-default: the embedded default family, trained from scratch, end to end.
+"""python -m snnet build-default [--family F]: an embedded family, trained from scratch, end to end.
 
-1. every anchor and zoo baseline of `mini` trained alone with one recipe and budget;
+1. every anchor and zoo baseline of the family trained alone with one recipe and budget;
 2. SN-Net: the trained anchors, stitching layers least-squares initialised on a few hundred
    training renders, then trained with one configuration sampled per step;
 3. every configuration and every baseline evaluated on the fixed test split;
-4. the result written to checkpoints/mini/ (safetensors and a human-readable metrics.json).
-Each step resumes where an interrupted run stopped (work folder: runs/default).
+4. the result written to checkpoints/<family>/ (safetensors and a human-readable metrics.json).
+Each step resumes where an interrupted run stopped (work folder: runs/default/<family>, or
+runs/default for mini, where earlier builds kept it).
 """
 import json
 import time
@@ -18,7 +19,7 @@ import torch
 from snnet.families import get_family
 from snnet.train import TrainConfig, train
 
-FAMILY = "mini"
+EMBEDDED = ("mini", "mini-resnet")  # the families trained on the embedded digits task
 RECIPE = TrainConfig(steps=2000, batch_size=128, lr=1e-3, warmup_steps=150, weight_decay=0.05,
                      label_smoothing=0.1, bf16=False, seed=0)
 SNNET_RECIPE = TrainConfig(steps=3000, batch_size=128, lr=1e-3, anchor_lr=1e-4, warmup_steps=50,
@@ -26,14 +27,13 @@ SNNET_RECIPE = TrainConfig(steps=3000, batch_size=128, lr=1e-3, anchor_lr=1e-4, 
 LEAST_SQUARES_SAMPLES = 256
 
 
-def _train_alone(model_name: str, run_dir: str, config: TrainConfig, threads: int) -> tuple[str, dict]:
-    from snnet.data import train_data
-
+def _train_alone(family_name: str, model_name: str, run_dir: str, config: TrainConfig,
+                 threads: int) -> tuple[str, dict]:
     torch.set_num_threads(threads)
-    family = get_family(FAMILY)
+    family = get_family(family_name)
     torch.manual_seed(config.seed)
     model = family.build_model(family.model_spec(model_name))
-    return model_name, train(model, train_data(family, config.seed), config, Path(run_dir), show_bar=False)
+    return model_name, train(model, family.task.train_data(family, config.seed), config, Path(run_dir), show_bar=False)
 
 
 def _finished(run_dir: Path, config: TrainConfig) -> bool:
@@ -42,10 +42,10 @@ def _finished(run_dir: Path, config: TrainConfig) -> bool:
         json.loads(summary.read_text())["config"] == json.loads(json.dumps(config.__dict__))
 
 
-def train_alone(work: Path, jobs: int = 2, config: TrainConfig = RECIPE) -> dict[str, Path]:
+def train_alone(family_name: str, work: Path, jobs: int = 2, config: TrainConfig = RECIPE) -> dict[str, Path]:
     """Step 1: train anchors and baselines in parallel processes, one thread each (small models
     are bound by per-operation overhead, so parallel processes beat threads)."""
-    family = get_family(FAMILY)
+    family = get_family(family_name)
     runs = {spec.name: work / "alone" / spec.name for spec in family.anchors + family.zoo}
     todo = [name for name, run in runs.items() if not _finished(run, config)]
     print(f"[1/4] training {len(todo)} of {len(runs)} models alone ({config.steps} steps each, {jobs} at a time)",
@@ -54,7 +54,7 @@ def train_alone(work: Path, jobs: int = 2, config: TrainConfig = RECIPE) -> dict
     todo.sort(key=lambda name: -_step_cost(family, name))
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_train_alone, name, str(runs[name]), config, 1) for name in todo]
+        futures = [pool.submit(_train_alone, family_name, name, str(runs[name]), config, 1) for name in todo]
         for future in futures:
             name, summary = future.result()
             print(f"      {name}: loss {summary['final_loss']:.3f}, {summary['train_s']:.0f} s "
@@ -63,13 +63,13 @@ def train_alone(work: Path, jobs: int = 2, config: TrainConfig = RECIPE) -> dict
 
 
 def _step_cost(family, name: str) -> float:
-    args = family.model_spec(name).arch_args
-    return args["embed_dim"] ** 2 * args["depth"]
+    from snnet.cost import model_cost
+
+    return model_cost(family.build_model(family.model_spec(name)), family.input_size).gmacs
 
 
-def train_snnet(work: Path, runs: dict[str, Path], config: TrainConfig = SNNET_RECIPE) -> Path:
+def train_snnet(family_name: str, work: Path, runs: dict[str, Path], config: TrainConfig = SNNET_RECIPE) -> Path:
     """Step 2: stitch the trained anchors, least-squares initialise, train with sampled stitches."""
-    from snnet.data import digits_split, train_data
     from snnet.model import StitchableNet
     from snnet.stitching import least_squares_init
     from snnet.weights import load_weights
@@ -78,57 +78,56 @@ def train_snnet(work: Path, runs: dict[str, Path], config: TrainConfig = SNNET_R
     if _finished(run, config):
         print("[2/4] SN-Net already trained", flush=True)
         return run / "model.safetensors"
-    family = get_family(FAMILY)
+    family = get_family(family_name)
     torch.manual_seed(config.seed)
     net = StitchableNet.from_family(family)
     for index, spec in enumerate(family.anchors):
         load_weights(net.anchors[index], runs[spec.name] / "model.safetensors")
     if not (run / "checkpoint.pt").exists():
-        # a few hundred training renders, as in the paper; a seed apart from training's epochs
-        images, _ = digits_split("train", 1, seed=777)
+        # a few hundred training renders, as in the paper
         started = time.perf_counter()
-        residuals = least_squares_init(net, images[:LEAST_SQUARES_SAMPLES].split(64))
+        residuals = least_squares_init(net, family.task.fit_images(family, LEAST_SQUARES_SAMPLES))
         print(f"[2/4] least-squares init of {net.space.num_layers} stitching layers on "
               f"{LEAST_SQUARES_SAMPLES} images: {time.perf_counter() - started:.1f} s, mean relative "
               f"residual {sum(residuals.values()) / len(residuals):.3f}", flush=True)
     print(f"[2/4] training SN-Net for {config.steps} steps", flush=True)
-    train(net, train_data(family, config.seed + 1), config, run)
+    train(net, family.task.train_data(family, config.seed + 1), config, run)
     return run / "model.safetensors"
 
 
-def evaluate_and_ship(work: Path, runs: dict[str, Path], snnet_weights: Path, out: Path) -> dict:
-    """Steps 3 and 4: evaluate everything on the test split and write checkpoints/mini/."""
+def evaluate_and_ship(family_name: str, work: Path, runs: dict[str, Path], snnet_weights: Path, out: Path) -> dict:
+    """Steps 3 and 4: evaluate everything on the test split and write checkpoints/<family>/."""
     import shutil
 
     from snnet.api import eval_settings, load_net, metrics
     from snnet.cost import model_cost, space_rows
-    from snnet.data import eval_set
     from snnet.evaluate import evaluate_model, latency_ms
     from snnet.store import Store
     from snnet.weights import load_weights, save_weights, weights_hash
 
-    family = get_family(FAMILY)
+    family = get_family(family_name)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(snnet_weights, out / "snnet.safetensors")
-    net = load_net(FAMILY, out / "snnet.safetensors")
+    net = load_net(family_name, out / "snnet.safetensors")
     print(f"[3/4] evaluating {len(net.space)} configurations on the test split", flush=True)
     store = Store(work / "store.sqlite")
     measured = metrics(net, "test", store, show_bar=True)
-    images, labels = eval_set(family, "test")
+    images, labels = family.task.eval_set(family, "test")
     zoo = []
     for spec in family.anchors + family.zoo:
         model = load_weights(family.build_model(spec), runs[spec.name] / "model.safetensors")
         name = f"{spec.name} (alone)" if spec in family.anchors else spec.name
         save_weights(model, out / "zoo" / f"{spec.name}.safetensors")
         cost = model_cost(model, family.input_size)
-        zoo.append({"name": name, "width": spec.arch_args["embed_dim"], "depth": spec.depth,
+        adapter = spec.adapter or family.adapter
+        zoo.append({"name": name, "width": adapter.width(model), "depth": len(adapter.blocks(model)),
                     "gmacs": cost.gmacs, "params_m": cost.params_m,
                     **evaluate_model(model, images, labels),
                     "latency_ms": latency_ms(model, images[:1]),
                     "weights": f"zoo/{spec.name}.safetensors", "source": "trained alone, same recipe"})
     rows = [{**row, **measured[row["id"]]} for row in space_rows(family, net.space)]
     summary = {
-        "family": FAMILY,
+        "family": family_name,
         "weights": weights_hash(net),
         "weights_file": "snnet.safetensors",
         "split": "test",
@@ -145,13 +144,18 @@ def evaluate_and_ship(work: Path, runs: dict[str, Path], snnet_weights: Path, ou
     return summary
 
 
-def build_default(work: Path = Path("runs/default"), out: Optional[Path] = None, jobs: int = 2) -> dict:
+def build_default(family_name: str = "mini", work: Optional[Path] = None, out: Optional[Path] = None,
+                  jobs: int = 2) -> dict:
     from snnet.api import shipped_dir
+    from snnet.errors import SnnetError
 
-    out = out or shipped_dir(FAMILY)
+    if family_name not in EMBEDDED:
+        raise SnnetError(f"build-default trains the embedded families ({', '.join(EMBEDDED)}), not {family_name!r}")
+    work = work or (Path("runs/default") if family_name == "mini" else Path("runs/default") / family_name)
+    out = out or shipped_dir(family_name)
     started = time.perf_counter()
-    runs = train_alone(work, jobs)
-    snnet_weights = train_snnet(work, runs)
-    summary = evaluate_and_ship(work, runs, snnet_weights, out)
+    runs = train_alone(family_name, work, jobs)
+    snnet_weights = train_snnet(family_name, work, runs)
+    summary = evaluate_and_ship(family_name, work, runs, snnet_weights, out)
     print(f"done in {time.perf_counter() - started:.0f} s", flush=True)
     return summary

@@ -203,7 +203,6 @@ def _describe(error: Exception, spec: JobSpec, stage: str) -> str:
 
 def _work(job_id: int, spec: JobSpec, store: Store) -> dict:
     from snnet.api import load_net, metrics
-    from snnet.data import train_data
     from snnet.train import TrainConfig, resolve_device, train
     from snnet.weights import weights_hash
 
@@ -212,7 +211,7 @@ def _work(job_id: int, spec: JobSpec, store: Store) -> dict:
     before = metrics(net, spec.split, store, compute_missing=False, data=spec.data)
     weights = spec.weights
     if spec.kind == "finetune":
-        data = train_data(net.family, spec.seed, spec.data)
+        data = net.family.task.train_data(net.family, spec.seed, spec.data)
         steps = spec.steps if not spec.epochs else max(1, math.ceil(spec.epochs * _epoch_size(data) / spec.batch_size))
         config = TrainConfig(steps=steps, batch_size=spec.batch_size, lr=spec.lr, anchor_lr=spec.anchor_lr,
                              warmup_steps=max(1, min(150, steps // 10)), stitches=spec.stitches,

@@ -50,6 +50,10 @@ class TrainConfig:
     # step averages gradients over as many configurations as there are ranks; True samples one for all
     # ranks, so a step is exactly a single-process step on the whole batch and runs match across GPU counts.
     sync_stitch: bool = False
+    # SN-Net: BatchNorm statistics of the anchors stay as loaded. Updated, they would average the
+    # anchors' own activations with every sampled stitch's, and the anchors would drift from
+    # what they were trained to see.
+    update_norm_stats: bool = False
     workers: int = 4  # DataLoader processes for image folders
 
 
@@ -135,6 +139,13 @@ def flops_group_weights(gmacs: list[float], allowed: list[int], groups: int = 10
     for i, b in bins.items():
         weights[i] = 1.0 / (len(sizes) * sizes[b])
     return weights
+
+
+def freeze_norm_stats(module: nn.Module) -> None:
+    """Batch norms use and keep their running statistics (their scale and shift still train)."""
+    for norm in module.modules():
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+            norm.eval()
 
 
 def configure_sampling(net: StitchableNet, config: TrainConfig) -> None:
@@ -226,6 +237,8 @@ def train(
     out_dir = Path(out_dir)
     model.to(device).train()
     if isinstance(model, StitchableNet):
+        if not config.update_norm_stats:
+            freeze_norm_stats(model.anchors)
         model.generator.manual_seed(config.seed * 1_000_003 + (0 if config.sync_stitch else rank))
         configure_sampling(model, config)
     torch.manual_seed(config.seed)

@@ -149,7 +149,6 @@ def test_imagenet_mode_shows_the_timm_zoo_and_predicts_imagenet_classes(tmp_path
 
     import torch
 
-    from snnet.data import class_labels
     from snnet.model import StitchableNet
     from snnet.weights import save_weights
 
@@ -166,7 +165,7 @@ def test_imagenet_mode_shows_the_timm_zoo_and_predicts_imagenet_classes(tmp_path
     titles = _prediction_titles(app)
     assert len(titles) == 2  # scikit-learn's two sample photos through the selection
     classes = set(app.dataframe[0].value["class"])
-    assert len(classes) == 5 and classes <= set(class_labels(get_family("deit")))
+    assert len(classes) == 5 and classes <= set(get_family("deit").task.class_labels(get_family("deit")))
 
 
 @pytest.mark.parametrize("address, loopback", [("127.0.0.1", True), ("127.8.0.1", True), ("::1", True),

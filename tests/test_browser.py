@@ -94,10 +94,9 @@ def test_clicking_a_point_selects_that_stitch(page):
 def test_an_upload_gets_predictions(page):
     from PIL import Image
 
-    from snnet.data import sample_images
     from snnet.families import get_family
 
-    name, digit = sample_images(get_family("mini"))[3]
+    name, digit = get_family("mini").task.sample_images(get_family("mini"))[3]
     buffer = io.BytesIO()
     digit.convert("RGB").resize((96, 96)).save(buffer, format="PNG")
     assert isinstance(digit, Image.Image)

@@ -131,11 +131,10 @@ def hand_stitched(anchors, linears, stitch_id: int, x: torch.Tensor, final_norm:
 def test_an_official_checkpoint_imports_and_predicts_like_the_hand_built_stitch(
         deit, timm_anchors, official, official_compat):
     from snnet.api import load_net, predict
-    from snnet.data import preprocess
 
     folder, linears = official
     net = load_net("deit", folder / "snnet_deit.safetensors", official_compat=official_compat)
-    x = preprocess(deit, Image.open(folder / "photo.png"))[None]
+    x = deit.task.preprocess(deit, Image.open(folder / "photo.png"))[None]
     for stitch_id in STITCHES:
         expected = hand_stitched(timm_anchors, linears, stitch_id, x, final_norm=not official_compat)
         with torch.no_grad():
@@ -174,9 +173,8 @@ def test_init_builds_snnet_from_anchor_files_and_a_train_folder(deit, timm_ancho
     for anchor, reference in zip(net.anchors, timm_anchors):
         assert all(torch.equal(anchor.state_dict()[k], v) for k, v in reference.state_dict().items())
     # the fitted layer maps the front's activations onto the back's better than a fresh layer would
-    from snnet.data import image_folder
 
-    x = torch.stack([image for image, _ in image_folder(tmp_path / "data" / "train", deit)])
+    x = torch.stack([image for image, _ in deit.task.folder(deit, tmp_path / "data" / "train")])
     config = net.space[24]
     with torch.no_grad():
         front = net.block_tokens(config.front, x)[config.front_block + 1]

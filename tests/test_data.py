@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from snnet.data import (digits_eval_set, digits_train_epoch, load_image, preprocess, render,
+from snnet.data import (digits_eval_set, digits_train_epoch, load_image, render,
                         source_splits)
 from snnet.errors import SnnetError
 
@@ -62,7 +62,7 @@ def test_any_mode_and_format_becomes_a_model_input(mini, mode, fmt):
     image = Image.new("L", (61, 47), 0)
     image.paste(255, (20, 10, 30, 40))
     image = load_image(_encoded(image.convert(mode), fmt))
-    x = preprocess(mini, image)
+    x = mini.task.preprocess(mini, image)
     assert x.shape == (1, 32, 32) and torch.isfinite(x).all()
 
 
@@ -72,14 +72,14 @@ def test_16_bit_images_keep_their_contrast(mini):
     assert wide.mode == "I;16"
     loaded = load_image(_encoded(wide, "PNG"))
     assert loaded.mode == "L" and np.array_equal(np.asarray(loaded), grey)
-    assert torch.equal(preprocess(mini, loaded), preprocess(mini, Image.fromarray(grey)))
+    assert torch.equal(mini.task.preprocess(mini, loaded), mini.task.preprocess(mini, Image.fromarray(grey)))
 
 
 def test_dark_ink_on_paper_is_inverted_like_the_training_digits(mini):
     light = Image.new("L", (40, 40), 0)
     light.paste(255, (15, 5, 25, 35))
     dark = Image.fromarray(255 - np.asarray(light))
-    assert torch.allclose(preprocess(mini, light), preprocess(mini, dark), atol=1e-6)
+    assert torch.allclose(mini.task.preprocess(mini, light), mini.task.preprocess(mini, dark), atol=1e-6)
 
 
 def test_unreadable_images_name_the_file(tmp_path):

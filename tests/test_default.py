@@ -10,7 +10,6 @@ import torch
 import pandas as pd
 
 from snnet.api import load_net, shipped_dir
-from snnet.data import eval_set
 from snnet.evaluate import evaluate_model, evaluate_space
 from snnet.families import get_family
 from snnet.weights import load_weights, weights_hash
@@ -34,7 +33,7 @@ def test_shipped_files_are_small_and_match_their_metrics(shipped):
 
 def test_shipped_figures_reproduce(shipped):
     net = load_net("mini")
-    images, labels = eval_set(net.family, "test")
+    images, labels = net.family.task.eval_set(net.family, "test")
     ids = [0, 1, 2, 24, 56]
     measured = evaluate_space(net, images, labels, ids)
     for stitch_id in ids:

@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from snnet.data import image_folder, train_data
 from snnet.errors import SnnetError
 from snnet.evaluate import evaluate_batches, evaluate_space
 from snnet.families import get_family
@@ -43,11 +42,11 @@ def write_folder(root: Path, placement: dict[str, list[int]]) -> Path:
 
 def test_folder_classes_follow_imagenet_order_not_the_folders_present(tmp_path):
     deit = get_family("deit")
-    dataset = image_folder(write_folder(tmp_path, {GOLDFISH: [0], TOILET_TISSUE: [1]}), deit)
+    dataset = deit.task.folder(deit, write_folder(tmp_path, {GOLDFISH: [0], TOILET_TISSUE: [1]}))
     assert sorted(target for _, target in dataset.reader.samples) == [1, 999]
     (tmp_path / "cats").mkdir()
     with pytest.raises(SnnetError, match="cats is not an ImageNet-1k class folder"):
-        image_folder(tmp_path, deit)
+        deit.task.folder(deit, tmp_path)
 
 
 def test_streamed_batches_give_the_numbers_of_the_in_memory_path(mini):
@@ -71,7 +70,7 @@ def test_training_from_a_dataset_matches_training_from_tensors(mini, tmp_path):
 
 def test_an_imagenet_train_folder_feeds_training_with_imagenet_labels(tmp_path):
     write_folder(tmp_path / "train", {TENCH: [0, 1], TOILET_TISSUE: [2]})
-    dataset = train_data(get_family("deit"), data=tmp_path)(0)
+    dataset = get_family("deit").task.train_data(get_family("deit"), data=tmp_path)(0)
     x, y = dataset[2]
     assert len(dataset) == 3 and x.shape == (3, 224, 224) and y == 999
 
@@ -118,7 +117,7 @@ def deit_run(tmp_path_factory):
     from timm.data import ImageNetInfo
 
     wnids = ImageNetInfo().label_names()
-    staged = image_folder(write_folder(folder / "staged", {TENCH: [0, 1, 2]}), deit)
+    staged = deit.task.folder(deit, write_folder(folder / "staged", {TENCH: [0, 1, 2]}))
     with torch.no_grad():
         guess = int(net(staged[0][0][None], stitch=0).argmax())
     # two images in the folder of the class anchor 0 gives the first of them, one in another class
@@ -140,7 +139,7 @@ def test_cli_evaluates_an_image_folder_into_the_cache(deit_run, tmp_path):
                    "--workers", "0", "--json", env={"SNNET_HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     rows = {row["id"]: row for row in json.loads(result.stdout)}
-    dataset = image_folder(folder / "val", net.family)
+    dataset = net.family.task.folder(net.family, folder / "val")
     with torch.no_grad():
         for stitch_id in ids:  # the oracle: each configuration alone, image by image
             hits = [int(net(x[None], stitch=stitch_id).argmax()) == y for x, y in dataset]

@@ -9,7 +9,7 @@ import pytest
 
 from snnet import jobs
 from snnet.api import load_net
-from snnet.data import digits_train_epoch, eval_set
+from snnet.data import digits_train_epoch
 from snnet.evaluate import evaluate_space
 from snnet.store import Store
 
@@ -94,7 +94,7 @@ def test_a_tiny_fine_tune_runs_in_its_own_process_and_its_numbers_are_real(store
     result = job["result"]
     assert result["before"] == {str(i): top1 for i, top1 in SHIPPED_TOP1.items()}
     net = load_net("mini", result["weights"])  # the weights the job wrote, evaluated here independently
-    images, labels = eval_set(net.family, "test")
+    images, labels = net.family.task.eval_set(net.family, "test")
     measured = evaluate_space(net, images, labels, [0, 24])
     assert result["after"] == {str(i): measured[i]["top1"] for i in (0, 24)}
     assert result["after"] != result["before"]

@@ -50,12 +50,12 @@ def test_predict_json_through_a_chosen_stitch(files):
 
 def test_predict_matches_the_network_on_the_preprocessed_image(files, mini):
     from snnet.api import load_net, predict
-    from snnet.data import load_image, preprocess
+    from snnet.data import load_image
 
     net = load_net("mini", files / "net.safetensors")
     item = predict(net, 40, [files / "one.png"])[0]
     with torch.no_grad():
-        probs = net(preprocess(mini, load_image(files / "one.png"))[None], stitch=40).softmax(1)[0]
+        probs = net(mini.task.preprocess(mini, load_image(files / "one.png"))[None], stitch=40).softmax(1)[0]
     assert item["top5"][0]["class_index"] == int(probs.argmax())
     assert item["top5"][0]["prob"] == pytest.approx(float(probs.max()), rel=1e-5)
 

@@ -51,7 +51,7 @@ def test_readers_beside_a_writer(tmp_path):
 
 def test_changed_weights_never_get_stale_numbers(mini, tmp_path, monkeypatch):
     images, labels = torch.randn(24, *mini.input_size), torch.randint(0, 10, (24,))
-    monkeypatch.setattr(api, "eval_set", lambda family, split: (images, labels))
+    monkeypatch.setattr(mini.task, "eval_set", lambda family, split: (images, labels))
     monkeypatch.setattr(api, "_shipped_metrics", lambda family: None)
     store = Store(tmp_path / "s.sqlite")
     net = StitchableNet.from_family(mini).eval()

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from snnet.data import train_data
 from snnet.errors import SnnetError
 from snnet.model import StitchableNet
 from snnet.train import Progress, TrainConfig, flops_group_weights, train
@@ -25,7 +24,7 @@ def _fresh(mini, name="mini_tiny"):
 def test_training_lowers_the_loss_and_writes_weights(mini, tmp_path):
     losses = []
     config = TrainConfig(**{**TINY, "steps": 30, "lr": 3e-3})
-    summary = train(_fresh(mini), train_data(mini), config, tmp_path, progress=lambda p: losses.append(p.loss),
+    summary = train(_fresh(mini), mini.task.train_data(mini), config, tmp_path, progress=lambda p: losses.append(p.loss),
                     show_bar=False)
     assert (tmp_path / "model.safetensors").exists() and json.loads((tmp_path / "train.json").read_text())
     assert len(losses) == 30 and losses[-1] < losses[0]
@@ -34,21 +33,21 @@ def test_training_lowers_the_loss_and_writes_weights(mini, tmp_path):
 
 def test_an_interrupted_run_resumes_to_the_same_weights(mini, tmp_path):
     config = TrainConfig(**TINY)
-    train(_fresh(mini), train_data(mini), config, tmp_path / "straight", show_bar=False)
+    train(_fresh(mini), mini.task.train_data(mini), config, tmp_path / "straight", show_bar=False)
 
     def crash(progress: Progress):
         if progress.step == 4:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(_fresh(mini), train_data(mini), config, tmp_path / "resumed", progress=crash, show_bar=False)
+        train(_fresh(mini), mini.task.train_data(mini), config, tmp_path / "resumed", progress=crash, show_bar=False)
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
-    train(_fresh(mini), train_data(mini), config, tmp_path / "resumed", show_bar=False)
+    train(_fresh(mini), mini.task.train_data(mini), config, tmp_path / "resumed", show_bar=False)
     straight = read_weights(tmp_path / "straight" / "model.safetensors")
     resumed = read_weights(tmp_path / "resumed" / "model.safetensors")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     with pytest.raises(SnnetError, match="belongs to a run with other settings"):
-        train(_fresh(mini), train_data(mini), TrainConfig(**{**TINY, "steps": 9}), tmp_path / "resumed", show_bar=False)
+        train(_fresh(mini), mini.task.train_data(mini), TrainConfig(**{**TINY, "steps": 9}), tmp_path / "resumed", show_bar=False)
 
 
 def test_snnet_training_samples_only_the_chosen_stitches_and_moves_anchors_slower(mini, tmp_path):
@@ -57,7 +56,7 @@ def test_snnet_training_samples_only_the_chosen_stitches_and_moves_anchors_slowe
     before = {k: v.clone() for k, v in net.state_dict().items()}
     seen = []
     config = TrainConfig(**{**TINY, "steps": 12, "stitches": [3, 24, 40], "lr": 1e-2, "anchor_lr": 1e-4})
-    train(net, train_data(mini), config, tmp_path, progress=lambda p: seen.append(p.stitch), show_bar=False)
+    train(net, mini.task.train_data(mini), config, tmp_path, progress=lambda p: seen.append(p.stitch), show_bar=False)
     assert set(seen) <= {3, 24, 40} and len(set(seen)) > 1
     after = net.state_dict()
     layer = net.space[24].layer

@@ -15,6 +15,7 @@ from torch import nn
 from snnet._timm import timm
 from snnet.errors import SnnetError
 from snnet.space import StitchSpace, build_space, build_stage_space
+from snnet.tasks import Task
 
 LAYOUTS = ("tokens", "map")
 
@@ -70,7 +71,7 @@ class Family:
     adapter: Adapter
     input_size: tuple[int, int, int]  # channels, height, width
     num_classes: int
-    task: str  # the data it is trained and evaluated on: "digits" or "imagenet"
+    task: Task  # the data it is trained and evaluated on
     zoo: tuple[AnchorSpec, ...] = ()  # separately trained networks to compare stitches with
     # Hierarchical anchors: the stages stitched inside (stage-wise space); None: one stage, paired
     stitch_stages: Optional[tuple[int, ...]] = None

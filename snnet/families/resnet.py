@@ -5,6 +5,7 @@ from torch import nn
 from snnet.families.registry import Activation, AnchorSpec, Family, register_family
 from snnet.families.stages import StagedAdapter
 from snnet.families.swin import SwinAdapter
+from snnet.tasks import DIGITS, IMAGENET
 
 
 class ResNetAdapter(StagedAdapter):
@@ -33,7 +34,7 @@ def resnet() -> Family:
         adapter=ResNetAdapter(),
         input_size=(3, 224, 224),
         num_classes=1000,
-        task="imagenet",
+        task=IMAGENET,
         stitch_stages=(1, 2),
     )
 
@@ -49,6 +50,35 @@ def resnet_swin() -> Family:
         adapter=ResNetAdapter(),
         input_size=(3, 224, 224),
         num_classes=1000,
-        task="imagenet",
+        task=IMAGENET,
         stitch_stages=(1, 2),
+    )
+
+
+def mini_resnet(name: str, width: int, layers: tuple[int, ...] = (3, 4, 6, 3)) -> AnchorSpec:
+    """A timm ResNet (basic blocks) for 1x32x32 images: stages of width, 2x, 4x and 4x that many
+    channels at 8x8, 4x4, 2x2 and 1x1. The last stage stays at 4x, which keeps the weights small."""
+    return AnchorSpec(
+        name,
+        "resnet34",
+        arch_args=dict(in_chans=1, layers=layers, stem_width=width,
+                       channels=(width, 2 * width, 4 * width, 4 * width)),
+    )
+
+
+@register_family("mini-resnet")
+def mini_resnet_family() -> Family:
+    # ResNet-34's design (3, 4, 6, 3 basic blocks), widths 1:2:4, stitched inside every stage but the last.
+    return Family(
+        name="mini-resnet",
+        description="Three small ResNets for the embedded cluttered-digits task (32x32, ResNet-34 blocks)",
+        anchors=(mini_resnet("resnet_c4", 4), mini_resnet("resnet_c8", 8), mini_resnet("resnet_c16", 16)),
+        adapter=ResNetAdapter(),
+        input_size=(1, 32, 32),
+        num_classes=10,
+        task=DIGITS,
+        stitch_stages=(0, 1, 2),
+        # Separately trained baselines: intermediate widths, and ResNet-18's shallower design.
+        zoo=(mini_resnet("resnet_c6", 6), mini_resnet("resnet_c12", 12),
+             mini_resnet("resnet18_c8", 8, (2, 2, 2, 2)), mini_resnet("resnet18_c16", 16, (2, 2, 2, 2))),
     )

@@ -4,6 +4,7 @@ from torch import nn
 
 from snnet.families.registry import Activation, AnchorSpec, Family, register_family
 from snnet.families.stages import StagedAdapter
+from snnet.tasks import IMAGENET
 
 
 class SwinAdapter(StagedAdapter):
@@ -35,6 +36,6 @@ def swin() -> Family:
         adapter=SwinAdapter(),
         input_size=(3, 224, 224),
         num_classes=1000,
-        task="imagenet",
+        task=IMAGENET,
         stitch_stages=(0, 1, 2),
     )

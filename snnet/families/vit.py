@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from snnet.families.registry import Activation, AnchorSpec, Family, register_family
+from snnet.tasks import DIGITS, IMAGENET
 
 
 class ViTAdapter:
@@ -50,7 +51,7 @@ def deit() -> Family:
         adapter=ViTAdapter(),
         input_size=(3, 224, 224),
         num_classes=1000,
-        task="imagenet",
+        task=IMAGENET,
     )
 
 
@@ -75,7 +76,7 @@ def mini() -> Family:
         adapter=ViTAdapter(),
         input_size=(1, 32, 32),
         num_classes=10,
-        task="digits",
+        task=DIGITS,
         # Separately trained baselines of other widths and depths: the paper's comparison.
         zoo=tuple(mini_vit(f"vit_w{w}_d{d}", w, d) for w, d in
                   [(16, 6), (32, 6), (24, 12), (48, 6), (64, 6), (48, 12)]),
