@@ -7,10 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from app import access
-from app.figures import blocks_text, layer_text, path_figure, pareto_figure, row_title
+from app.figures import AnchorPicture, blocks_text, layer_text, path_figure, pareto_figure, row_title
 from app.state import View, select
 from snnet.api import predict
-from snnet.data import load_image, sample_images
+from snnet.data import load_image
 from snnet.errors import SnnetError
 from snnet.jobs import JobSpec, submit
 from snnet.model import StitchableNet
@@ -35,10 +35,14 @@ def apply_chart_click() -> None:
     st.session_state["last_click"] = clicked
 
 
-def anchor_geometry(net: StitchableNet) -> tuple[list[int], list[int], list[str]]:
-    widths = [adapter.width(anchor) for adapter, anchor in zip(net.adapters, net.anchors)]
-    depths = [len(blocks) for blocks in net.blocks]
-    return widths, depths, list(net.family.anchor_names)
+def anchor_pictures(net: StitchableNet) -> list[AnchorPicture]:
+    """Each anchor's blocks as the path picture draws them: stage and output activation."""
+    pictures = []
+    for index, name in enumerate(net.family.anchor_names):
+        depths = net.adapters[index].stage_depths(net.anchors[index])
+        stages = tuple(stage for stage, depth in enumerate(depths) for _ in range(depth))
+        pictures.append(AnchorPicture(name, stages, tuple(net.points[index][1:])))
+    return pictures
 
 
 def _budget(configs: list[dict]) -> None:
@@ -93,9 +97,9 @@ def _offer_evaluation(view: View, missing: list[int], total: int, store: Store) 
 
 def details(row: dict, net: StitchableNet) -> None:
     st.subheader(row_title(row) if row["kind"] == "stitch" else f"{row_title(row)} (id {row['id']})")
-    widths, depths, names = anchor_geometry(net)
-    st.caption(blocks_text(row) + layer_text(row, widths, names))
-    st.plotly_chart(path_figure(row, widths, depths, names), config={"displayModeBar": False}, key="path")
+    pictures = anchor_pictures(net)
+    st.caption(blocks_text(row) + layer_text(row, pictures))
+    st.plotly_chart(path_figure(row, pictures), config={"displayModeBar": False}, key="path")
     first, second = st.columns(2)
     first.metric("GMACs", f"{row['gmacs']:.4f}")
     second.metric("Parameters", f"{row['params_m']:.2f} M")
@@ -116,7 +120,7 @@ def render(view: View, net: StitchableNet, rows: list[dict], before: list[dict],
         missing = [r["id"] for r in configs if r.get("top1") is None]
         if missing:
             _offer_evaluation(view, missing, len(configs), store)
-        zoo_name = "zoo (trained alone)" if net.family.task == "digits" else "timm zoo"
+        zoo_name = net.family.task.zoo_name
         figure = pareto_figure(rows, row["id"], before, view.log_x, budget, zoo_name)
         st.plotly_chart(figure, key=CHART_KEY, on_select="rerun", selection_mode="points",
                         config={"displaylogo": False})
@@ -153,7 +157,8 @@ def _images(family: str) -> list[tuple[str, object]]:
 def _samples(family: str) -> list:
     from snnet.families import get_family
 
-    return sample_images(get_family(family))
+    family = get_family(family)
+    return family.task.sample_images(family)
 
 
 def _digest(image) -> str:

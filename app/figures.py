@@ -4,11 +4,13 @@ Every point carries its configuration id as customdata[0] (-1 for zoo models), s
 to a configuration whatever order the traces are drawn in.
 """
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from snnet.families import Activation
 from snnet.pareto import pareto_front
 
 PALETTE = qualitative.Plotly
@@ -98,53 +100,109 @@ def _blocks(count: int) -> str:
     return f"{count} block{'s' * (count != 1)}"
 
 
-def layer_text(row: dict, widths: list[int], names: list[str]) -> str:
-    """" · stitching layer 11: 32→64" for a stitch; nothing for an anchor."""
+@dataclass(frozen=True)
+class AnchorPicture:
+    """What the path picture needs of one anchor: per block, its stage and its output activation."""
+
+    name: str
+    stages: tuple[int, ...]
+    outputs: tuple[Activation, ...]
+
+    @property
+    def staged(self) -> bool:
+        return len(set(self.stages)) > 1
+
+
+def grid(spatial: tuple[int, ...]) -> str:
+    return "×".join(str(size) for size in spatial)
+
+
+def activation_text(activation: Activation) -> str:
+    """"65 tokens × 32", "7×7 tokens × 768", "64 ch, 8×8" """
+    if activation.layout == "tokens":
+        return f"{grid(activation.spatial)} tokens × {activation.channels}"
+    return f"{activation.channels} ch, {grid(activation.spatial)}"
+
+
+LAYER_KINDS = {("tokens", "tokens"): "linear on tokens", ("map", "map"): "1×1 convolution",
+               ("map", "tokens"): "1×1 convolution, map into tokens", ("tokens", "map"): "linear, tokens into a map"}
+
+
+def stitch_point(row: dict, pictures: list[AnchorPicture]) -> tuple[Activation, Activation]:
+    """The activation a stitch leaves its front anchor with, and the one it enters its back anchor with."""
+    names = [picture.name for picture in pictures]
+    front, back = pictures[names.index(row["front"])], pictures[names.index(row["back"])]
+    entered = back.outputs[row["back_block"] - 1]  # what enters block k is block k-1's output
+    return front.outputs[row["front_block"]], entered
+
+
+def layer_text(row: dict, pictures: list[AnchorPicture]) -> str:
+    """" · stitching layer 11: 32→64 channels, linear on tokens" for a stitch; nothing for an anchor."""
     if row["kind"] == "anchor":
         return ""
-    return f" · stitching layer {row['layer']}: {widths[names.index(row['front'])]}→{widths[names.index(row['back'])]}"
+    left, right = stitch_point(row, pictures)
+    return (f" · stitching layer {row['layer']}: {left.channels}→{right.channels} channels, "
+            f"{LAYER_KINDS[(left.layout, right.layout)]} ({activation_text(left)} → {activation_text(right)})")
 
 
-def path_figure(row: dict, widths: list[int], depths: list[int], names: list[str]) -> go.Figure:
-    """Blocks as boxes, their heights to scale with the anchors' widths: front blocks 0..j, the
-    stitching layer, then the back anchor's blocks k..L-1 and its head."""
-    index = {name: i for i, name in enumerate(names)}
-    tallest = max(widths)
-    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+def path_figure(row: dict, pictures: list[AnchorPicture]) -> go.Figure:
+    """Blocks as boxes, their heights to scale with their channels: front blocks 0..j, the
+    stitching layer, then the back anchor's blocks k..L-1 and its head. Stages of hierarchical
+    anchors are set apart, each labelled with its resolution and channels."""
+    index = {picture.name: i for i, picture in enumerate(pictures)}
+    tallest = max(out.channels for picture in pictures for out in picture.outputs)
+    colours = {picture.name: PALETTE[i % len(PALETTE)] for i, picture in enumerate(pictures)}
     figure = go.Figure()
     x = 0.0
 
-    def box(anchor: str, label: str, span: float = 1.0) -> None:
+    def height(channels: int) -> float:
+        return max(0.04, channels / tallest)
+
+    def box(anchor: str, label: str, channels: int, span: float = 1.0) -> None:
         nonlocal x
-        height = widths[index[anchor]] / tallest
-        figure.add_shape(type="rect", x0=x, x1=x + span * 0.85, y0=-height / 2, y1=height / 2,
+        half = height(channels) / 2
+        figure.add_shape(type="rect", x0=x, x1=x + span * 0.85, y0=-half, y1=half,
                          fillcolor=colours[anchor], line=dict(width=0), opacity=0.85)
-        if label:
+        if label and half > 0.06:
             figure.add_annotation(x=x + span * 0.425, y=0, text=label, showarrow=False, font=dict(size=9, color="white"))
         x += span
 
-    front, back = row["front"], row["back"]
-    front_blocks = depths[index[front]] if row["kind"] == "anchor" else row["front_block"] + 1
-    box(front, "emb")
-    start = x
-    for block in range(front_blocks):
-        box(front, str(block))
+    def blocks(picture: AnchorPicture, first: int, last: int, side: float) -> None:
+        """Blocks first..last; a stage's label above (side 1) or below (side -1), on two rows that
+        alternate, so the labels of neighbouring short stages never meet."""
+        nonlocal x
+        for block in range(first, last + 1):
+            stage = picture.stages[block]
+            if picture.staged and (block == first or stage != picture.stages[block - 1]):
+                if block != first:
+                    x += 0.3
+                row_y = 0.58 if stage % 2 == 0 else 0.70
+                figure.add_annotation(x=x, xanchor="left", y=side * row_y, showarrow=False, font=dict(size=9),
+                                      text=f"stage {stage} · {activation_text(picture.outputs[block])}")
+            box(picture.name, str(block), picture.outputs[block].channels)
+
+    front, back = pictures[index[row["front"]]], pictures[index[row["back"]]]
+    last_front = len(front.outputs) - 1 if row["kind"] == "anchor" else row["front_block"]
+    box(front.name, "emb", front.outputs[0].channels)
+    blocks(front, 0, last_front, 1)
     # The front's label hangs from the left edge above the boxes and the back's from the right edge
     # below them: on two rows, they never run into each other, however early or late the stitch.
-    figure.add_annotation(x=0, xanchor="left", y=0.66, showarrow=False,
-                          text=f"{front} · {_blocks(front_blocks)} · width {widths[index[front]]}")
+    single = "" if front.staged else f" · {activation_text(front.outputs[last_front])}"
+    figure.add_annotation(x=0, xanchor="left", y=0.86, showarrow=False,
+                          text=f"{front.name} · {_blocks(last_front + 1)}{single}")
     if row["kind"] == "stitch":
-        low, high = widths[index[front]] / tallest / 2, widths[index[back]] / tallest / 2
+        left, right = stitch_point(row, pictures)
+        low, high = height(left.channels) / 2, height(right.channels) / 2
         figure.add_shape(type="path", path=f"M {x},{-low} L {x + 0.85},{-high} L {x + 0.85},{high} L {x},{low} Z",
                          fillcolor=LAYER_COLOUR, line=dict(width=0))
         x += 1.0
-        for block in range(row["back_block"], depths[index[back]]):
-            box(back, str(block))
-    box(back, "head", span=1.2)
+        blocks(back, row["back_block"], len(back.outputs) - 1, -1)
+    box(back.name, "head", back.outputs[-1].channels, span=1.2)
     if row["kind"] == "stitch":
-        figure.add_annotation(x=x - 0.2, xanchor="right", y=-0.66, showarrow=False,
-                              text=f"{back} · {_blocks(depths[index[back]] - row['back_block'])} · width {widths[index[back]]}")
+        single = "" if back.staged else f" · {activation_text(back.outputs[-1])}"
+        figure.add_annotation(x=x - 0.2, xanchor="right", y=-0.86, showarrow=False,
+                              text=f"{back.name} · {_blocks(len(back.outputs) - row['back_block'])}{single}")
     figure.update_layout(
-        xaxis=dict(visible=False, range=[-0.2, x + 0.2]), yaxis=dict(visible=False, range=[-0.75, 0.75]),
-        height=170, margin=dict(l=0, r=0, t=0, b=0), showlegend=False)
+        xaxis=dict(visible=False, range=[-0.2, x + 0.2]), yaxis=dict(visible=False, range=[-0.98, 0.98]),
+        height=220, margin=dict(l=0, r=0, t=0, b=0), showlegend=False)
     return figure

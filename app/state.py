@@ -15,8 +15,7 @@ import streamlit as st
 
 from app import access
 from snnet import jobs
-from snnet.api import load_net, results
-from snnet.data import default_split
+from snnet.api import has_weights, load_net, results, weights_routes
 from snnet.errors import SnnetError
 from snnet.families import family_names, get_family
 from snnet.model import StitchableNet
@@ -80,9 +79,13 @@ def sidebar(store: Store, options: argparse.Namespace) -> View:
         first = linked
     elif linked is not None:
         st.warning(f"The link names an unknown family {linked!r}: showing {first}.")
+    present = {name: has_weights(name) for name in names}
     family = st.selectbox("Family", names, index=names.index(first) if first in names else 0,
+                          format_func=lambda name: name if present[name] else f"{name} (no weights here)",
                           help="A family is a list of anchors of one domain, smallest first.")
     st.caption(get_family(family).description)
+    if not present[family] and not (options.weights and family == options.family):
+        st.info(f"No weights for {family} here: {weights_routes(family)}.")
     # label -> (weights, whether a fine-tune wrote them, the weights it started from)
     if options.weights and family == options.family:
         runs = {f"file {Path(options.weights).name}": (options.weights, False, None)}
@@ -104,11 +107,11 @@ def sidebar(store: Store, options: argparse.Namespace) -> View:
              "does and its released weights expect. Off: the correct path through the final norm.")
     log_x = st.toggle("Log-scale GMACs")
     data = None
-    if get_family(family).task != "digits":
+    if not get_family(family).task.offline:
         data = st.text_input("ImageNet folder", os.environ.get("SNNET_IMAGENET", ""),
                              help="A folder with train/<wnid>/ and val/<wnid>/ images: the curve shows the "
                                   "figures measured on it, and fine-tunes and evaluations from this page use it.").strip() or None
-    return View(family, weights, fine_tuned, before, official_compat, default_split(get_family(family)), log_x, data)
+    return View(family, weights, fine_tuned, before, official_compat, get_family(family).task.default_split, log_x, data)
 
 
 def selected_id(rows: list[dict]) -> int:

@@ -4,25 +4,52 @@ import time
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.explorer import anchor_geometry
+from app.explorer import anchor_pictures
 from app.figures import LAYER_COLOUR, blocks_text, layer_text, path_figure, row_title
 from snnet.model import StitchableNet
 
-EXPLANATION = """
-**Anchors** are pretrained networks of one family, smallest first: here {anchors}.
+LAYER_WORDS = {
+    ("tokens", "tokens"): "a linear map applied to every token, from one anchor's width to the other's",
+    ("map", "map"): "a 1×1 convolution: the same linear map at every pixel of the feature map, from one "
+                    "anchor's channels to the other's",
+    ("map", "tokens"): "a 1×1 convolution whose output pixels become the other anchor's tokens (a CNN into a ViT)",
+    ("tokens", "map"): "a linear map whose output tokens become the other anchor's feature map",
+}
 
-A **stitch** runs the first blocks of a smaller anchor, then a **stitching layer**, a single
-linear map from its width to the next anchor's width, then the remaining blocks and the head of
-the bigger anchor. Leaving the small anchor later makes the stitch cheaper and, usually, less
-accurate: the stitches fill the gap between two anchors on the accuracy/cost curve.
 
-The stitching layers start from **least squares**: on a few hundred images, the layer M that best
-maps the small anchor's activations A onto the big one's B is M = A⁺B. Training then samples one
-stitch per iteration, so one network learns all of them at once.
-
-**Sliding windows**: with kernel {kernel} and stride {stride}, neighbouring stitches share one
-stitching layer, so {layers} layers serve {stitches} stitches.
-"""
+def explanation(net: StitchableNet) -> str:
+    """What SN-Net does, told for this family: its anchors, its kinds of stitching layer, its windows."""
+    space = net.space
+    kinds = []
+    for front, back in (net.layer_shapes(layer) for layer in range(space.num_layers)):
+        if LAYER_WORDS[(front.layout, back.layout)] not in kinds:
+            kinds.append(LAYER_WORDS[(front.layout, back.layout)])
+    stitches = len(space) - len(space.anchors)
+    text = [
+        f"**Anchors** are pretrained networks of one family, smallest first: here {', '.join(space.anchors)}.",
+        "A **stitch** runs the first blocks of a smaller anchor, then a **stitching layer**, then the remaining "
+        "blocks and the head of the bigger anchor. Leaving the small anchor later makes the stitch cheaper and, "
+        "usually, less accurate: the stitches fill the gap between two anchors on the accuracy/cost curve.",
+        f"Here a stitching layer is {' or '.join(kinds) or 'not needed (one anchor)'}.",
+        "The stitching layers start from **least squares**: on a few hundred images, the layer M that best maps "
+        "the small anchor's activations A (one row per token or pixel) onto the big one's B is M = A⁺B. Training "
+        "then samples one stitch per iteration, so one network learns all of them at once.",
+    ]
+    if space.stage_depths:
+        stages = sorted({config.stage for config in space if config.stage is not None})
+        unequal = any(depths[stage] != space.stage_depths[0][stage] for depths in space.stage_depths for stage in stages)
+        rule = ("where the bigger anchor is deeper, each of its blocks is matched to the nearest block of the "
+                "smaller one, and one layer per front block serves all its stitches" if unequal else
+                "the anchors have as many blocks in each stage, so a stitch leaves block j for the next block")
+        text.append(
+            "**Stages**: these anchors are hierarchical, and each stage works at its own resolution, so a stitch "
+            f"stays inside one stage ({', '.join(map(str, stages))}), never the last, where the heads differ; "
+            f"{rule}: {space.num_layers} layers serve {stitches} stitches.")
+    else:
+        text.append(
+            f"**Sliding windows**: with kernel {space.kernel} and stride {space.stride}, neighbouring stitches "
+            f"share one stitching layer, so {space.num_layers} layers serve {stitches} stitches.")
+    return "\n\n".join(text)
 
 
 def _pair_figure(rows: list[dict], pair_rows: list[dict], current: dict) -> go.Figure:
@@ -59,20 +86,17 @@ def render(net: StitchableNet, rows: list[dict]) -> None:
     play = st.button("▶ Play through the pair", key="teach_play")
     view, text = st.columns([3, 2], gap="large")
     with text:
-        space = net.space
-        st.markdown(EXPLANATION.format(anchors=", ".join(net.family.anchor_names), kernel=space.kernel,
-                                       stride=space.stride, layers=len(net.stitch_layers),
-                                       stitches=len(space) - len(net.family.anchors)))
+        st.markdown(explanation(net))
     with view:
         caption, curve, path = st.empty(), st.empty(), st.empty()
-    geometry = anchor_geometry(net)
+    pictures = anchor_pictures(net)
 
     def draw(row: dict, frame: int) -> None:
         accuracy = "" if row.get("top1") is None else f", top-1 {row['top1']:.2f} %"
-        caption.markdown(f"**{row_title(row)}**: {blocks_text(row)}{layer_text(row, geometry[0], geometry[2])} · "
+        caption.markdown(f"**{row_title(row)}**: {blocks_text(row)}{layer_text(row, pictures)} · "
                          f"{row['gmacs']:.4f} GMACs{accuracy}")
         curve.plotly_chart(_pair_figure(rows, stitches, row), key=f"teach-curve-{frame}")
-        path.plotly_chart(path_figure(row, *geometry), config={"displayModeBar": False}, key=f"teach-path-{frame}")
+        path.plotly_chart(path_figure(row, pictures), config={"displayModeBar": False}, key=f"teach-path-{frame}")
 
     if play:
         for frame, row in enumerate(walk):

@@ -32,8 +32,33 @@ def family_rows() -> list[dict]:
         family = get_family(name)
         rows.append({"name": name, "description": family.description, "task": family.task.name,
                      "anchors": list(family.anchor_names), "configurations": len(family.space()),
-                     "weights": (shipped_dir(name) / "snnet.safetensors").is_file()})
+                     "weights": has_weights(name)})
     return rows
+
+
+def has_weights(family_name: str) -> bool:
+    """Whether the family's SN-Net weights are here (shipped, built or imported)."""
+    return (shipped_dir(family_name) / "snnet.safetensors").is_file()
+
+
+def weights_routes(family_name: str) -> str:
+    """How to get a family's SN-Net weights, in one line."""
+    family = get_family(family_name)
+    if family.task.offline:
+        return f"build them with python -m snnet build-default --family {family_name}, or give --weights PATH"
+    routes = [f"build them from the timm anchors with python -m snnet init --family {family_name} --data DIR",
+              "or give --weights PATH"]
+    if family.stitch_stages is None:  # the released checkpoints we import are the plain-ViT ones
+        routes.insert(0, f"import the released ones with python -m snnet convert-official SRC "
+                         f"--out {shipped_dir(family_name) / 'snnet.safetensors'}")
+    return ", ".join(routes)
+
+
+def missing_weights(family_name: str) -> str:
+    """One line: the family's weights are missing, and how to get them."""
+    path = shipped_dir(family_name) / "snnet.safetensors"
+    kind = "shipped weights" if get_family(family_name).task.offline else "SN-Net weights"
+    return f"no {kind} for family {family_name} ({path} is missing): {weights_routes(family_name)}"
 
 
 def load_net(family_name: str, weights: Optional[Path] = None, device: str = "cpu",
@@ -45,14 +70,7 @@ def load_net(family_name: str, weights: Optional[Path] = None, device: str = "cp
     family = get_family(family_name)
     path = Path(weights) if weights else shipped_dir(family_name) / "snnet.safetensors"
     if weights is None and not path.exists():
-        if family.task.offline:
-            raise SnnetError(f"no shipped weights for family {family_name} ({path} is missing): give --weights PATH"
-                             f", or build them with python -m snnet build-default --family {family_name}")
-        routes = [f"build them from the timm anchors with python -m snnet init --family {family_name} --data DIR",
-                  "or give --weights PATH"]
-        if family.stitch_stages is None:  # the released checkpoints we import are the plain-ViT ones
-            routes.insert(0, f"import the released ones with python -m snnet convert-official SRC --out {path}")
-        raise SnnetError(f"no SN-Net weights for family {family_name} ({path} is missing): {', '.join(routes)}")
+        raise SnnetError(missing_weights(family_name))
     torch.manual_seed(0)
     net = StitchableNet.from_family(family)
     load_weights(net, path)

@@ -98,7 +98,9 @@ def local_candidates(family, index: int, weights: Optional[Path] = None) -> list
     spec = family.anchors[index]
     if weights is not None and Path(weights).is_file():
         return [Path(weights)]
-    folders = ([Path(weights)] if weights is not None else []) + [CHECKPOINTS / family.name]
+    # an embedded family's anchors trained alone ship in its zoo/ folder
+    folders = ([Path(weights)] if weights is not None else []) + [CHECKPOINTS / family.name,
+                                                                   CHECKPOINTS / family.name / "zoo"]
     found = []
     for folder in folders:
         for stem in (spec.arch, spec.name):

@@ -328,9 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="SN-Net from the anchors' timm weights, stitching layers by least squares")
     init.add_argument("--family", required=True)
-    init.add_argument("--data", required=True, help="image folder (DIR with train/<wnid>/*.JPEG, or that folder)")
-    init.add_argument("--weights", help="an anchors' weights folder (<timm arch>.safetensors or .pth); "
-                                        "default: checkpoints/<family>/, then the hub")
+    init.add_argument("--data", help="image folder (DIR with train/<wnid>/*.JPEG, or that folder); "
+                                     "not needed by the embedded digits families")
+    init.add_argument("--weights", help="an anchors' weights folder (<timm arch or anchor name>.safetensors or "
+                                        ".pth); default: checkpoints/<family>/ and its zoo/, then the hub")
     init.add_argument("--out", required=True, help="StitchableNet weights to write (.safetensors)")
     init.add_argument("--samples", type=int, default=256, help="training images for the least-squares fit")
     init.add_argument("--batch-size", type=int, default=32)

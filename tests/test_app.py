@@ -112,6 +112,22 @@ def test_missing_weights_are_one_clear_line(app, family):
     assert not app.exception
     assert len(app.error) == 1 and app.error[0].value.startswith(f"no SN-Net weights for family {family}")
     assert f"python -m snnet init --family {family}" in app.error[0].value
+    # the selector says so before anything is chosen, and the sidebar says how to get them
+    assert f"{family} (no weights here)" in app.sidebar.selectbox[0].options
+    assert any(f"python -m snnet init --family {family}" in info.value for info in app.sidebar.info)
+    assert {"mini", "mini-resnet"} <= set(app.sidebar.selectbox[0].options)  # both offline families are ready
+
+
+def test_a_hierarchical_cnn_family_shows_its_stages_in_the_path_and_the_teaching_text(app):
+    app.sidebar.selectbox[0].set_value("mini-resnet").run()
+    assert not app.exception and not app.error
+    assert _heading(app).startswith("Stitch ")
+    caption = next(c.value for c in app.caption if "stitching layer" in c.value)
+    assert re.search(r"stitching layer \d+: \d+→\d+ channels, 1×1 convolution \(\d+ ch, \d+×\d+ →", caption)
+    path = next(chart for chart in app.get("plotly_chart") if "stage " in chart.proto.spec)
+    labels = [a["text"] for a in json.loads(path.proto.spec)["layout"]["annotations"]]
+    assert any(label.startswith("stage 0 · ") for label in labels)
+    assert any("**Stages**" in m.value and "1×1 convolution" in m.value for m in app.markdown)
 
 
 @pytest.mark.slow

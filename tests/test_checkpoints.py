@@ -195,3 +195,20 @@ def test_stage_wise_families_say_how_to_get_weights_and_refuse_an_official_impor
     assert "convert-official" not in str(missing.value)
     with pytest.raises(SnnetError, match="stage-wise layout is not supported"):
         convert_official(tmp_path / "snnet_swin.pth", tmp_path / "out.safetensors", "swin")
+
+
+def test_init_builds_an_embedded_family_offline_from_its_shipped_anchors(tmp_path):
+    from snnet.api import load_net, shipped_dir
+    from snnet.weights import load_weights
+
+    out = tmp_path / "mini_init.safetensors"
+    result = snnet("init", "--family", "mini", "--out", str(out), "--samples", "64")
+    assert result.returncode == 0, result.stderr
+    assert "68 stitches initialised by least squares" in result.stdout
+    net = load_net("mini", out)
+    family = net.family
+    images, _ = family.task.eval_set(family, "test")
+    with torch.no_grad():
+        for index, spec in enumerate(family.anchors):
+            alone = load_weights(family.build_model(spec), shipped_dir("mini") / "zoo" / f"{spec.name}.safetensors")
+            assert torch.equal(net(images[:16], stitch=index), alone(images[:16]))

@@ -43,13 +43,26 @@ def test_space_counts_and_costs_are_the_references(family_name):
     assert [c.macs for c in costs] == reference
 
 
-@pytest.mark.parametrize("family_name", ["swin", "resnet", "resnet-swin", "levit"])
+@pytest.mark.parametrize("family_name", ["swin", "resnet", "resnet-swin", "levit", "mini-resnet"])
 def test_anchors_reproduce_their_timm_models_exactly(family_name):
     net = StitchableNet.from_family(family_name).eval()
     x = torch.randn(1, *net.family.input_size)
     with torch.no_grad():
         for index, anchor in enumerate(net.anchors):
             assert torch.equal(net(x, stitch=index), anchor(x))
+
+
+def test_mini_resnet_stitches_inside_its_first_three_stages_at_exactly_traced_costs():
+    net = StitchableNet.from_family("mini-resnet").eval()
+    space = net.space
+    # ResNet-34's stages (3, 4, 6, 3 blocks) in all three anchors: forward positions (j, j + 1)
+    # inside stages 0-2, two pairs: (2 + 3 + 5) x 2 stitches, each with its own 1x1 convolution
+    assert len(space) == 3 + 20 and space.num_layers == 20
+    assert {c.stage for c in space.configs[3:]} == {0, 1, 2}
+    assert all(isinstance(layer, torch.nn.Conv2d) for layer in net.stitch_layers)
+    costs = space_costs(net.family, space)
+    assert [c.macs for c in costs] == [trace_config_macs(net, c.id) for c in space]
+    assert costs[0].macs < costs[1].macs < costs[2].macs
 
 
 def test_stage_spaces_stitch_inside_stages_with_one_layer_per_front_block():
