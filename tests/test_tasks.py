@@ -57,3 +57,14 @@ def test_snnet_training_keeps_the_anchors_batch_norm_statistics_unless_told(upda
     after = net.anchors.state_dict()
     unchanged = all(torch.equal(value, after[name]) for name, value in before.items())
     assert unchanged != update
+
+
+def test_weights_hash_covers_batch_norm_step_counts():
+    from snnet.weights import weights_hash
+
+    family = get_family("mini-resnet")
+    torch.manual_seed(0)
+    model = family.build_model(family.anchors[0])
+    first = weights_hash(model)
+    model.bn1.num_batches_tracked += 1  # a 0-dim tensor
+    assert weights_hash(model) != first
