@@ -117,6 +117,10 @@ class Supernet(StitchableNet):
         family = get_family(family) if isinstance(family, str) else family
         return cls(family, [family.build_anchor(i, device) for i in range(len(family.anchors))], pairs, seed)
 
+    def active_key(self, genotype: Sequence[int]) -> tuple[int, ...]:
+        """A cache key for what a genotype runs (see Genome.active_key)."""
+        return self.genome.active_key(genotype)
+
     def offspring(self, genotype: Sequence[int]) -> tuple[int, ...]:
         """Configuration ids of a genotype's offspring: one, or the two whose logits are averaged."""
         paths = self.genome.decode(genotype)
