@@ -118,9 +118,10 @@ def grid(spatial: tuple[int, ...]) -> str:
 
 
 def activation_text(activation: Activation) -> str:
-    """"65 tokens × 32", "7×7 tokens × 768", "64 ch, 8×8" """
+    """"1 + 64 tokens × 32" (a class token, then patches), "7×7 tokens × 768", "64 ch, 8×8" """
     if activation.layout == "tokens":
-        return f"{grid(activation.spatial)} tokens × {activation.channels}"
+        prefix = f"{activation.prefix_tokens} + " if activation.prefix_tokens else ""
+        return f"{prefix}{grid(activation.spatial)} tokens × {activation.channels}"
     return f"{activation.channels} ch, {grid(activation.spatial)}"
 
 

@@ -9,13 +9,14 @@ their explicit matmul path, which computes the same function.
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
 from snnet.families import Activation, Family
 from snnet.space import Config, StitchSpace
+from snnet.stitching import maps_prefix
 
 
 @dataclass(frozen=True)
@@ -146,29 +147,62 @@ def anchor_costs(family: Family) -> list[AnchorCost]:
 
 def layer_cost(front: Activation, back: Activation) -> Cost:
     """A stitching layer maps each position from front to back channels (fvcore counts Linear and
-    1x1 convolution alike, without the bias); relaying the output out as tokens or a map is free."""
-    return Cost(front.positions * front.channels * back.channels, (front.channels + 1) * back.channels)
+    1x1 convolution alike, without the bias); relaying the output out as tokens or a map is free,
+    and so are prefix tokens it drops or makes (they are parameters, not products)."""
+    rows = front.positions if maps_prefix(front, back) else front.spatial_positions
+    made = 0 if maps_prefix(front, back) else back.prefix_tokens * back.channels
+    return Cost(rows * front.channels * back.channels, (front.channels + 1) * back.channels + made)
+
+
+def _path_pieces(anchors: list[AnchorCost], config: Config, final_norm: bool) -> list[tuple[tuple, tuple, Cost]]:
+    """(trie node, module, cost) of each piece a configuration runs, in order. The trie node is the
+    path up to and including the piece: StitchableNet.run computes a node once for all paths through
+    it, while a module's parameters count once however many nodes use it."""
+    if config.kind == "anchor":
+        final_norm = True  # an anchor is its own model, final norm included
+    pieces, node = [], ()
+
+    def add(module: tuple, cost: Cost) -> None:
+        nonlocal node
+        node = node + (module,)
+        pieces.append((node, module, cost))
+
+    add(("embed", config.front), anchors[config.front].embed)
+    for i, segment in enumerate(config.segments):
+        if i > 0:
+            left, layer, right = config.stitch_points[i - 1]
+            add(("layer", layer), layer_cost(anchors[left.anchor].points[left.last_block + 1],
+                                             anchors[right.anchor].points[right.first_block]))
+        for block in range(segment.first_block, segment.last_block + 1):
+            add(("block", segment.anchor, block), anchors[segment.anchor].blocks[block])
+    back = anchors[config.back]
+    head = back.head if final_norm else back.head_without_norm
+    pieces.append((node + (("head", config.id),), ("head", config.back), head))
+    return pieces
 
 
 def config_cost(anchors: list[AnchorCost], config: Config, final_norm: bool = True) -> Cost:
     """Cost of one configuration; `final_norm=False` is the official SN-Net stitched path."""
-    if config.kind == "anchor":
-        return anchors[config.front].total
-    parts = [anchors[config.front].embed]
-    for segment in config.segments:
-        parts += anchors[segment.anchor].blocks[segment.first_block: segment.last_block + 1]
-    for left, _, right in config.stitch_points:
-        parts.append(layer_cost(anchors[left.anchor].points[left.last_block + 1],
-                                anchors[right.anchor].points[right.first_block]))
-    back = anchors[config.back]
-    parts.append(back.head if final_norm else back.head_without_norm)
-    return sum_costs(parts)
+    return sum_costs(cost for _, _, cost in _path_pieces(anchors, config, final_norm))
 
 
-def trace_config_macs(net, stitch_id: int) -> int:
-    """MACs of one configuration of a StitchableNet by a full fvcore trace (a cross-check of the sums)."""
+def ensemble_cost(anchors: list[AnchorCost], configs: Sequence[Config], final_norm: bool = True) -> Cost:
+    """Cost of averaging several configurations' logits in one run: a path prefix they share runs
+    once, a module they share holds its parameters once (one head per configuration, as run does)."""
+    macs, params = {}, {}
+    for config in configs:
+        for node, module, cost in _path_pieces(anchors, config, final_norm):
+            macs[node], params[module] = cost.macs, cost.params
+    return Cost(sum(macs.values()), sum(params.values()))
+
+
+def trace_config_macs(net, stitch_id: int | Sequence[int]) -> int:
+    """MACs of one configuration of a StitchableNet, or of the ensemble of a sequence of them, by a
+    full fvcore trace (a cross-check of the sums)."""
     x = torch.zeros(1, *net.family.input_size, device=next(net.parameters()).device)
-    return trace_macs(_Piece(lambda inp: net(inp, stitch=stitch_id), net), x)
+    if isinstance(stitch_id, int):
+        return trace_macs(_Piece(lambda inp: net(inp, stitch=stitch_id), net), x)
+    return trace_macs(_Piece(lambda inp: net.forward_ensemble(inp, stitch_id), net), x)
 
 
 def space_costs(family: Family, space: StitchSpace, final_norm: bool = True) -> list[Cost]:

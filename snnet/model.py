@@ -92,6 +92,14 @@ class StitchableNet(nn.Module):
         self.run(x, [config], lambda _, logits: outputs.append(logits))
         return outputs[0]
 
+    def forward_ensemble(self, x: torch.Tensor, stitch_ids: Sequence[int]) -> torch.Tensor:
+        """The mean of several configurations' logits (an ensemble), from one run: path prefixes
+        they share are computed once."""
+        configs = [self.space[stitch_id] for stitch_id in stitch_ids]
+        found = {}
+        self.run(x, configs, lambda config, logits: found.__setitem__(config.id, logits))
+        return torch.stack([found[config.id] for config in configs]).mean(0)
+
     def run(self, x: torch.Tensor, configs: Sequence[Config], on_output: Optional[OnOutput] = None,
             on_point: Optional[OnPoint] = None) -> None:
         """Run a set of configurations on one batch, sharing path prefixes (a trie): each first

@@ -240,6 +240,26 @@ def _assemble(anchors: Sequence[str], depths: Sequence[int], layers, kernel: int
     )
 
 
+def build_two_way_space(anchors: Sequence[str], depths: Sequence[int],
+                        pairs: Sequence[Position] = ()) -> StitchSpace:
+    """Two anchors of any architectures stitched both ways at matched points (snnet.evolve).
+
+    A pair (i, j) matches point i of anchor 0 with point j of anchor 1 (what enters block i and
+    block j): it gives layer 2k, from 0 into 1 (blocks 0..i-1 of 0, then j.. of 1), and layer
+    2k + 1, from 1 into 0 (blocks 0..j-1 of 1, then i.. of 0), for the k-th pair. Without pairs the
+    space holds the two anchors alone.
+    """
+    if len(anchors) != 2 or len(depths) != 2:
+        raise SnnetError(f"two-way stitching joins two anchors, got {len(anchors)}")
+    layers = []
+    for i, j in pairs:
+        if not (0 < i < depths[0] and 0 < j < depths[1]):
+            raise SnnetError(f"matched points ({i}, {j}) must lie between blocks: 1-{depths[0] - 1} "
+                             f"and 1-{depths[1] - 1}")
+        layers += [(0, 1, [(i - 1, j)], None), (1, 0, [(j - 1, i)], None)]
+    return _assemble(anchors, depths, layers, kernel=1, stride=1, direction="two-way")
+
+
 def unpaired_windows(front_depth: int, back_depth: int) -> list[list[Position]]:
     """Positions of a stage where the back anchor is deeper: each back block k maps to front block
     j = nearest(k) (nearest-neighbour interpolation of the front's block ids onto the back's), and

@@ -113,7 +113,7 @@ def test_dead_channels_make_a_singular_system_that_still_solves(model_and_twin):
     space = build_space(["dead", "copy"], [12, 12], windows=[[(j, j + 1)] for j in range(11)])
     net = StitchableNet(family, [dead, copy.deepcopy(dead)], space)
     stats = collect_statistics(net, [torch.randn(8, *family.input_size)])
-    gram = stats.gram[(0, 5)]
+    gram = stats.gram[(0, 5, 0)]  # front anchor, block, tokens skipped
     assert torch.linalg.matrix_rank(gram) <= half + 1
     least_squares_init(net, [torch.randn(8, *family.input_size)])
     assert all(torch.isfinite(p).all() for p in net.stitch_layers.parameters())

@@ -14,7 +14,7 @@ from torch import nn
 
 from snnet._timm import timm
 from snnet.errors import SnnetError
-from snnet.space import StitchSpace, build_space, build_stage_space
+from snnet.space import StitchSpace, build_space, build_stage_space, build_two_way_space
 from snnet.tasks import Task
 
 LAYOUTS = ("tokens", "map")
@@ -27,11 +27,19 @@ class Activation:
 
     layout: str
     channels: int
-    spatial: tuple[int, ...]  # (L,) or (H, W)
+    spatial: tuple[int, ...]  # (L,) or (H, W): the positions that lie on the image
+    # Leading tokens that lie on no position of the image (timm ViT's class and register tokens,
+    # `num_prefix_tokens`); a CNN's map has none.
+    prefix_tokens: int = 0
 
     @property
     def positions(self) -> int:
-        """Rows a stitching layer maps per sample: tokens, or pixels of a map."""
+        """Rows per sample: tokens (prefix tokens included), or pixels of a map."""
+        return self.prefix_tokens + prod(self.spatial)
+
+    @property
+    def spatial_positions(self) -> int:
+        """Positions on the image, which a stitching layer maps one to one."""
         return prod(self.spatial)
 
 
@@ -75,6 +83,9 @@ class Family:
     zoo: tuple[AnchorSpec, ...] = ()  # separately trained networks to compare stitches with
     # Hierarchical anchors: the stages stitched inside (stage-wise space); None: one stage, paired
     stitch_stages: Optional[tuple[int, ...]] = None
+    # Two parents of different architectures, recombined by snnet.evolve: they are stitched only
+    # where a matching of their points puts layers, so the family's own space holds them alone.
+    recombine: bool = False
 
     @property
     def anchor_names(self) -> tuple[str, ...]:
@@ -96,6 +107,8 @@ class Family:
             return build_stage_space(self.anchor_names, stage_depths, self.stitch_stages, kernel, stride, direction)
         depths = [anchor.depth if anchor.depth is not None else sum(self.stage_depths(i))
                   for i, anchor in enumerate(self.anchors)]
+        if self.recombine:
+            return build_two_way_space(self.anchor_names, depths)
         return build_space(self.anchor_names, depths, kernel, stride, direction)
 
     def build_anchor(self, index: int, device: Optional[torch.device | str] = None) -> nn.Module:

@@ -34,8 +34,9 @@ class ViTAdapter:
         return (len(model.blocks),)
 
     def points(self, model: nn.Module, input_size: tuple[int, int, int]) -> list[Activation]:
-        # every block keeps the token count (patches plus class/register tokens) and the width
-        tokens = Activation("tokens", model.embed_dim, (model.patch_embed.num_patches + model.num_prefix_tokens,))
+        # every block keeps the token count (class/register tokens, then patches) and the width
+        tokens = Activation("tokens", model.embed_dim, (model.patch_embed.num_patches,),
+                            prefix_tokens=model.num_prefix_tokens)
         return [tokens] * (len(model.blocks) + 1)
 
 

@@ -1,0 +1,29 @@
+"""Parents of different architectures, recombined by snnet.evolve (stitching for neuroevolution).
+
+Each family holds two anchors that share a task and input size but not a design; snnet.evolve
+matches their stitch points and builds the supernetwork of their offspring.
+"""
+from dataclasses import replace
+
+from snnet.families.registry import Family, register_family
+from snnet.families.resnet import ResNetAdapter, mini_resnet
+from snnet.families.vit import ViTAdapter, mini_vit
+from snnet.tasks import DIGITS
+
+
+@register_family("mini-vit-resnet")
+def mini_vit_resnet() -> Family:
+    # The mini family's middle ViT (65 tokens of 32 channels) and mini-resnet's widest ResNet: its
+    # first stage's 8x8 map has as many positions as the ViT has patch tokens.
+    return Family(
+        name="mini-vit-resnet",
+        description="A small ViT and a small ResNet for the embedded cluttered-digits task, recombined",
+        anchors=(replace(mini_vit("mini_small", 32, 12), adapter=ViTAdapter()),
+                 replace(mini_resnet("resnet_c16", 16), adapter=ResNetAdapter())),
+        adapter=ViTAdapter(),
+        input_size=(1, 32, 32),
+        num_classes=10,
+        task=DIGITS,
+        stitch_stages=None,
+        recombine=True,
+    )
