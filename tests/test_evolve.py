@@ -16,7 +16,8 @@ from snnet.cost import trace_config_macs
 from snnet.errors import SnnetError
 from snnet.evolve import Supernet, linear_cka, match, match_parents
 from snnet.evolve.matching import CYCLE, ENDS, LOWER, SHAPE, candidates
-from snnet.families import Activation, AnchorSpec, Family, get_family
+from snnet.families import Activation, AnchorSpec, Family
+from snnet.families.recombined import mini_vit_resnet
 from snnet.model import StitchableNet
 from snnet.space import build_two_way_space
 from snnet.stitching import least_squares_init
@@ -116,7 +117,7 @@ def test_linear_cka_is_one_for_a_rotated_scaled_copy_and_small_for_noise():
 @pytest.fixture(scope="module")
 def parents():
     torch.manual_seed(3)
-    family = get_family("mini-vit-resnet")
+    family = mini_vit_resnet()
     anchors = [family.build_anchor(i) for i in range(2)]
     with torch.no_grad():  # non-trivial values everywhere (timm starts some heads and scales near zero)
         for p in (p for anchor in anchors for p in anchor.parameters()):

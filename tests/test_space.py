@@ -91,7 +91,7 @@ def test_unequal_depths_and_bad_ids():
 
 def test_unknown_family():
     with pytest.raises(SnnetError, match="unknown family 'convnext': choose from deit, levit, mini, mini-resnet, "
-                                         "mini-vit-resnet, resnet, resnet-swin, swin"):
+                                         "resnet, resnet-swin, swin"):
         get_family("convnext")
 
 

@@ -12,7 +12,7 @@ from snnet.train import TrainConfig, train
 
 def test_every_family_has_one_of_the_two_tasks():
     tasks = {name: get_family(name).task for name in family_names()}
-    assert {name for name, task in tasks.items() if task is DIGITS} == {"mini", "mini-resnet", "mini-vit-resnet"}
+    assert {name for name, task in tasks.items() if task is DIGITS} == {"mini", "mini-resnet"}
     assert all(task in (DIGITS, IMAGENET) for task in tasks.values())
 
 

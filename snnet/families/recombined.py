@@ -1,17 +1,17 @@
 """Parents of different architectures, recombined by snnet.evolve (stitching for neuroevolution).
 
 Each family holds two anchors that share a task and input size but not a design; snnet.evolve
-matches their stitch points and builds the supernetwork of their offspring.
+matches their stitch points and builds the supernetwork of their offspring. These families are
+not in the registry: they have no space of their own to explore until a matching gives them one.
 """
 from dataclasses import replace
 
-from snnet.families.registry import Family, register_family
+from snnet.families.registry import Family
 from snnet.families.resnet import ResNetAdapter, mini_resnet
 from snnet.families.vit import ViTAdapter, mini_vit
 from snnet.tasks import DIGITS
 
 
-@register_family("mini-vit-resnet")
 def mini_vit_resnet() -> Family:
     # The mini family's middle ViT (65 tokens of 32 channels) and mini-resnet's widest ResNet: its
     # first stage's 8x8 map has as many positions as the ViT has patch tokens.
