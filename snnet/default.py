@@ -42,12 +42,23 @@ def _finished(run_dir: Path, config: TrainConfig) -> bool:
         json.loads(summary.read_text())["config"] == json.loads(json.dumps(config.__dict__))
 
 
+def _start_over_if_changed(run_dir: Path, config: TrainConfig) -> None:
+    """A finished run of another recipe is trained again from scratch, not resumed."""
+    summary = run_dir / "train.json"
+    if summary.exists() and not _finished(run_dir, config):
+        print(f"      {run_dir}: the recipe changed, training it again", flush=True)
+        for name in ("train.json", "model.safetensors", "checkpoint.pt"):
+            (run_dir / name).unlink(missing_ok=True)
+
+
 def train_alone(family_name: str, work: Path, jobs: int = 2, config: TrainConfig = RECIPE) -> dict[str, Path]:
     """Step 1: train anchors and baselines in parallel processes, one thread each (small models
     are bound by per-operation overhead, so parallel processes beat threads)."""
     family = get_family(family_name)
     runs = {spec.name: work / "alone" / spec.name for spec in family.anchors + family.zoo}
     todo = [name for name, run in runs.items() if not _finished(run, config)]
+    for name in todo:
+        _start_over_if_changed(runs[name], config)
     print(f"[1/4] training {len(todo)} of {len(runs)} models alone ({config.steps} steps each, {jobs} at a time)",
           flush=True)
     # biggest first, so the longest job does not start last
@@ -78,6 +89,7 @@ def train_snnet(family_name: str, work: Path, runs: dict[str, Path], config: Tra
     if _finished(run, config):
         print("[2/4] SN-Net already trained", flush=True)
         return run / "model.safetensors"
+    _start_over_if_changed(run, config)
     family = get_family(family_name)
     torch.manual_seed(config.seed)
     net = StitchableNet.from_family(family)

@@ -27,6 +27,8 @@ from snnet.model import StitchableNet
 from snnet.weights import save_weights
 
 SAMPLING = ("uniform", "flops")
+# Settings that change how a run is carried out, not what it computes: a resumed run may change them.
+RUN_ONLY = ("checkpoint_every", "checkpoint_every_s", "device", "workers")
 
 
 @dataclass
@@ -347,10 +349,11 @@ def _resume(model, optimizer, scheduler, path: Path, config: TrainConfig,
     if not path.exists():
         return 0, None
     state = torch.load(path, map_location="cpu", weights_only=True)  # never runs code from the file
-    saved = json.loads(state["config"])
-    if saved["steps"] != config.steps or saved["seed"] != config.seed:
-        raise SnnetError(f"{path} belongs to a run with other settings (steps {saved['steps']}, "
-                         f"seed {saved['seed']}): remove it or pick another output folder")
+    saved = {**asdict(TrainConfig()), **json.loads(state["config"])}  # settings added since: their defaults
+    differ = [name for name, value in asdict(config).items() if name not in RUN_ONLY and saved[name] != value]
+    if differ:
+        raise SnnetError(f"{path} belongs to a run with other settings ({', '.join(f'{n} {saved[n]}' for n in differ)}): "
+                         f"remove it or pick another output folder")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

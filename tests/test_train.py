@@ -48,6 +48,12 @@ def test_an_interrupted_run_resumes_to_the_same_weights(mini, tmp_path):
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     with pytest.raises(SnnetError, match="belongs to a run with other settings"):
         train(_fresh(mini), mini.task.train_data(mini), TrainConfig(**{**TINY, "steps": 9}), tmp_path / "resumed", show_bar=False)
+    # a finished run of another learning rate is not taken for this one (it would return at once)
+    with pytest.raises(SnnetError, match="other settings \\(lr 0"):
+        train(_fresh(mini), mini.task.train_data(mini), TrainConfig(**{**TINY, "lr": 0.5}), tmp_path / "resumed", show_bar=False)
+    # how a run is carried out may change on resume
+    train(_fresh(mini), mini.task.train_data(mini), TrainConfig(**{**TINY, "checkpoint_every": 1}), tmp_path / "resumed",
+          show_bar=False)
 
 
 def test_snnet_training_samples_only_the_chosen_stitches_and_moves_anchors_slower(mini, tmp_path):
