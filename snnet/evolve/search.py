@@ -105,7 +105,6 @@ def nsga2_search(evaluator: Evaluator, budget: int, seed: int, pop_size: int = 2
     from pymoo.operators.mutation.pm import PM
     from pymoo.operators.repair.rounding import RoundingRepair
     from pymoo.operators.sampling.rnd import IntegerRandomSampling
-    from pymoo.optimize import minimize
 
     length = evaluator.net.genome.length
 
@@ -118,12 +117,19 @@ def nsga2_search(evaluator: Evaluator, budget: int, seed: int, pop_size: int = 2
             found = evaluator(tuple(int(g) for g in np.round(x)))
             out["F"] = [found.error, found.gmacs]
 
-    # generations of pop_size requests: a budget that pop_size divides is spent exactly
     pop_size = max(2, min(pop_size, budget))
     algorithm = NSGA2(pop_size=pop_size, n_offsprings=pop_size, sampling=IntegerRandomSampling(),
                       crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
                       mutation=PM(eta=20, vtype=float, repair=RoundingRepair()), eliminate_duplicates=True)
-    minimize(Offspring(), algorithm, ("n_eval", budget), seed=seed, verbose=False)
+    algorithm.setup(Offspring(), termination=("n_eval", budget), seed=seed, verbose=False)
+    # ask and tell, so that the last generation is cut to what is left of the budget
+    while algorithm.has_next() and evaluator.requests < budget:
+        infills = algorithm.ask()
+        if infills is None or len(infills) == 0:  # no new genotype was found: the space is spent
+            break
+        infills = infills[: budget - evaluator.requests]
+        algorithm.evaluator.eval(algorithm.problem, infills)
+        algorithm.tell(infills=infills)
 
 
 def search(net: Supernet, images: torch.Tensor, labels: torch.Tensor, budget: int, seed: int = 0,
