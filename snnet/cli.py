@@ -259,6 +259,27 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(run(args.out))
 
 
+def cmd_evolve(args: argparse.Namespace) -> None:
+    from snnet.evolve.presets import run_preset
+
+    result = run_preset(args.preset, args.evaluations, args.seed, args.algorithm, quiet=args.json)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    matching = result["matching"]
+    print(f"matched points {matching['pairs']}, rejected {matching['rejected']}")
+    print(f"{result['algorithm']}: {result['requests']} requests, {result['evaluations']} evaluated, "
+          f"{result['skipped_inactive']} answered from the cache ({result['total_s']:.0f} s)")
+    test_errors = {tuple(e["genotype"]): e["error"] for e in result["test_front"]}
+    rows = [{**entry, "genotype": " ".join(map(str, entry["genotype"])),
+             "gmacs": f"{entry['gmacs']:.4f}",
+             "test_error": test_errors[tuple(entry["genotype"])], "kind": "parent" if entry["is_parent"] else ""}
+            for entry in result["front"]]
+    print("Pareto front (val error; test error as a check)")
+    _print_rows(rows, [("genotype", "genotype", "16"), ("GMACs", "gmacs", "8"), ("error", "error", "6"),
+                       ("test_error", "test_error", "10"), ("kind", "kind", "6")])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m snnet", description="Stitchable Neural Networks")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -377,6 +398,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure speed and fit figures (BENCHMARKS.md)")
     bench.add_argument("--out", help="also write the markdown report to this file")
     bench.set_defaults(run=cmd_bench)
+
+    evolve = commands.add_parser("evolve", help="recombine two parents of different architectures and search "
+                                                "their offspring (stitching for neuroevolution)")
+    evolve.add_argument("--preset", default="mini", choices=["mini"],
+                        help="mini: the mini ViT and the mini ResNet of the digits task, shipped weights")
+    evolve.add_argument("--evaluations", type=int, default=300, help="genotype requests of the search (default 300)")
+    evolve.add_argument("--seed", type=int, default=0)
+    evolve.add_argument("--algorithm", default="nsga2", choices=["nsga2", "random"],
+                        help="NSGA-II, or random search as its baseline")
+    evolve.add_argument("--json", action="store_true")
+    evolve.set_defaults(run=cmd_evolve)
     return parser
 
 

@@ -1,0 +1,163 @@
+"""Search a supernetwork's offspring for the best trade-offs of error and cost.
+
+Two objectives, both minimised: error (100 - top-1 %, on an evaluation set) and GMACs (exact, of
+what the offspring runs). NSGA-II (pymoo) searches genotypes under a budget of requests; random
+search with the same budget and seed is its baseline. Many genotypes run the same network (a switch
+no trace reads changes nothing), so evaluations are cached by the supernetwork's active key: a
+request whose key was seen costs nothing. The result is the non-dominated set of everything
+evaluated, the parents and their ensemble included (they are always evaluated, outside the budget).
+"""
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from snnet.errors import SnnetError
+from snnet.evolve.supernet import OUTPUTS, Supernet
+
+ALGORITHMS = ("nsga2", "random")
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    genotype: tuple[int, ...]  # an active key: the canonical genotype of what runs
+    error: float
+    gmacs: float
+    is_parent: bool = False
+
+    def json(self) -> dict:
+        return {**asdict(self), "genotype": list(self.genotype)}
+
+
+def parent_genotypes(net: Supernet) -> dict[str, tuple[int, ...]]:
+    """Every switch off, and the output A, B or both: the parents and their ensemble."""
+    off = (0,) * (net.genome.length - 1)
+    return {name: off + (output,) for output, name in enumerate(OUTPUTS)}
+
+
+@torch.no_grad()
+def top1_error(net: Supernet, genotype: Sequence[int], images: torch.Tensor, labels: torch.Tensor,
+               batch_size: int = 300) -> float:
+    """100 - top-1 accuracy (%) of a genotype's offspring."""
+    net.eval()
+    device = next(net.parameters()).device
+    correct = 0
+    for x, y in zip(images.split(batch_size), labels.split(batch_size)):
+        correct += int((net.forward_genotype(x.to(device), genotype).argmax(1).cpu() == y).sum())
+    return 100.0 - 100.0 * correct / len(labels)
+
+
+class Evaluator:
+    """(error, GMACs) of genotypes, cached by active key; counts what the cache saved."""
+
+    def __init__(self, net: Supernet, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 300):
+        self.net, self.images, self.labels, self.batch_size = net, images, labels, batch_size
+        self.results: dict[tuple[int, ...], Evaluated] = {}
+        self.parents = {key: name for name, key in parent_genotypes(net).items()}
+        self.requests = 0  # every genotype asked for
+        self.skipped_inactive = 0  # requests answered from the cache
+        for key in self.parents:
+            self._evaluate(key)
+
+    @property
+    def evaluations(self) -> int:
+        """Distinct networks evaluated on requests (the parents' own evaluations not counted)."""
+        return self.requests - self.skipped_inactive
+
+    def _evaluate(self, key: tuple[int, ...]) -> Evaluated:
+        found = Evaluated(key, top1_error(self.net, key, self.images, self.labels, self.batch_size),
+                          self.net.offspring_cost(key).gmacs, key in self.parents)
+        self.results[key] = found
+        return found
+
+    def __call__(self, genotype: Sequence[int]) -> Evaluated:
+        key = self.net.active_key(genotype)
+        self.requests += 1
+        if key in self.results:
+            self.skipped_inactive += 1
+            return self.results[key]
+        return self._evaluate(key)
+
+
+def pareto_front(entries: Sequence[Evaluated]) -> list[Evaluated]:
+    """Entries no other entry dominates (no worse in both objectives, better in one), by cost."""
+    def dominates(a: Evaluated, b: Evaluated) -> bool:
+        return a.error <= b.error and a.gmacs <= b.gmacs and (a.error < b.error or a.gmacs < b.gmacs)
+
+    front = [e for e in entries if not any(dominates(other, e) for other in entries)]
+    return sorted(front, key=lambda e: (e.gmacs, e.error))
+
+
+def random_search(evaluator: Evaluator, budget: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    length = evaluator.net.genome.length
+    for _ in range(budget):
+        genotype = tuple(int(g) for g in rng.integers(0, 2, length - 1)) + (int(rng.integers(0, len(OUTPUTS))),)
+        evaluator(genotype)
+
+
+def nsga2_search(evaluator: Evaluator, budget: int, seed: int, pop_size: int = 20) -> None:
+    from pymoo.algorithms.moo.nsga2 import NSGA2
+    from pymoo.core.problem import ElementwiseProblem
+    from pymoo.operators.crossover.sbx import SBX
+    from pymoo.operators.mutation.pm import PM
+    from pymoo.operators.repair.rounding import RoundingRepair
+    from pymoo.operators.sampling.rnd import IntegerRandomSampling
+
+    length = evaluator.net.genome.length
+
+    class Offspring(ElementwiseProblem):
+        def __init__(self):
+            upper = np.array([1] * (length - 1) + [len(OUTPUTS) - 1])
+            super().__init__(n_var=length, n_obj=2, xl=np.zeros(length), xu=upper, vtype=int)
+
+        def _evaluate(self, x, out, *args, **kwargs):
+            found = evaluator(tuple(int(g) for g in np.round(x)))
+            out["F"] = [found.error, found.gmacs]
+
+    pop_size = max(2, min(pop_size, budget))
+    algorithm = NSGA2(pop_size=pop_size, n_offsprings=pop_size, sampling=IntegerRandomSampling(),
+                      crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
+                      mutation=PM(eta=20, vtype=float, repair=RoundingRepair()), eliminate_duplicates=True)
+    algorithm.setup(Offspring(), termination=("n_eval", budget), seed=seed, verbose=False)
+    # ask and tell, so that the last generation is cut to what is left of the budget
+    while algorithm.has_next() and evaluator.requests < budget:
+        infills = algorithm.ask()
+        if infills is None or len(infills) == 0:  # no new genotype was found: the space is spent
+            break
+        infills = infills[: budget - evaluator.requests]
+        algorithm.evaluator.eval(algorithm.problem, infills)
+        algorithm.tell(infills=infills)
+
+
+def search(net: Supernet, images: torch.Tensor, labels: torch.Tensor, budget: int, seed: int = 0,
+           algorithm: str = "nsga2", test_set: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+           batch_size: int = 300) -> dict:
+    """Search the offspring of `net` on (images, labels); returns the front and the counts, and with
+    `test_set` the front's entries evaluated again there (how well the choice generalises)."""
+    if algorithm not in ALGORITHMS:
+        raise SnnetError(f"unknown search algorithm {algorithm!r}: choose from {', '.join(ALGORITHMS)}")
+    if budget < 1:
+        raise SnnetError(f"the evaluation budget must be at least 1, got {budget}")
+    started = time.perf_counter()
+    evaluator = Evaluator(net, images, labels, batch_size)
+    (nsga2_search if algorithm == "nsga2" else random_search)(evaluator, budget, seed)
+    front = pareto_front(list(evaluator.results.values()))
+    by_name = {name: evaluator.results[key] for name, key in parent_genotypes(net).items()}
+    result = {
+        "algorithm": algorithm, "budget": budget, "seed": seed,
+        "parents": [{"name": net.family.anchor_names[i], "error": by_name[name].error, "gmacs": by_name[name].gmacs}
+                    for i, name in enumerate(OUTPUTS[:2])],
+        "ensemble": {"error": by_name["ensemble"].error, "gmacs": by_name["ensemble"].gmacs},
+        "front": [entry.json() for entry in front],
+        "requests": evaluator.requests,
+        "evaluations": evaluator.evaluations,
+        "skipped_inactive": evaluator.skipped_inactive,
+        "search_s": time.perf_counter() - started,
+    }
+    if test_set is not None:
+        result["test_front"] = [{**entry.json(), "error": top1_error(net, entry.genotype, *test_set, batch_size)}
+                                for entry in front]
+    return result
