@@ -43,7 +43,7 @@ def test_stitches_table_and_options():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--family", "imagenet"], "error: unknown family 'imagenet': choose from deit, levit, mini, resnet, resnet-swin, swin"),
+        (["--family", "imagenet"], "error: unknown family 'imagenet': choose from deit, levit, mini, mini-resnet, resnet, resnet-swin, swin"),
         (["--family", "mini", "--kernel", "13"], "error: kernel must be between 1 and the anchors' depth 12, got 13"),
         (["--family", "mini", "--stride", "0"], "error: stride must be at least 1, got 0"),
     ],
