@@ -118,10 +118,14 @@ def test_missing_weights_are_one_clear_line(app, family):
     assert {"mini", "mini-resnet"} <= set(app.sidebar.selectbox[0].options)  # both offline families are ready
 
 
-def test_a_hierarchical_cnn_family_shows_its_stages_in_the_path_and_the_teaching_text(app):
-    app.sidebar.selectbox[0].set_value("mini-resnet").run()
+def test_a_hierarchical_cnn_family_shows_its_stages_in_the_path_and_the_teaching_text(tmp_path, monkeypatch):
+    monkeypatch.setenv("SNNET_HOME", str(tmp_path))
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.query_params["family"] = "mini-resnet"
+    app.query_params["stitch"] = "10"
+    app.run()
     assert not app.exception and not app.error
-    assert _heading(app).startswith("Stitch ")
+    assert _heading(app) == "Stitch 10"
     caption = next(c.value for c in app.caption if "stitching layer" in c.value)
     assert re.search(r"stitching layer \d+: \d+→\d+ channels, 1×1 convolution \(\d+ ch, \d+×\d+ →", caption)
     path = next(chart for chart in app.get("plotly_chart") if "stage " in chart.proto.spec)
