@@ -73,7 +73,8 @@ def _print_rows(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
         cells = []
         for title, key, width in columns:
             value = row.get(key)
-            spec = ".2f" if isinstance(value, float) else ""
+            # costs keep four significant digits: the embedded families' are a few MMACs
+            spec = (".4g" if key in ("gmacs", "params_m") else ".2f") if isinstance(value, float) else ""
             cells.append(f"{'' if value is None else format(value, spec):>{width}}")
         print("  ".join(cells))
 
@@ -97,13 +98,13 @@ def cmd_results(args: argparse.Namespace) -> None:
         return
     _print_rows([r for r in rows if r["kind"] != "zoo"], [
         ("id", "id", "4"), ("kind", "kind", "6"), ("front", "front", "12"), ("back", "back", "12"),
-        ("j", "front_block", "3"), ("k", "back_block", "3"), ("GMACs", "gmacs", "7"),
+        ("j", "front_block", "3"), ("k", "back_block", "3"), ("GMACs", "gmacs", "9"),
         ("params_m", "params_m", "8"), ("top1", "top1", "6"), ("top5", "top5", "6"),
         ("latency_ms", "latency_ms", "10")])
     zoo = [r for r in rows if r["kind"] == "zoo"]
     if zoo:
         print(f"\nzoo ({zoo[0].get('source') or 'trained alone'})")
-        _print_rows(zoo, [("name", "name", "44"), ("GMACs", "gmacs", "7"), ("params_m", "params_m", "8"),
+        _print_rows(zoo, [("name", "name", "44"), ("GMACs", "gmacs", "9"), ("params_m", "params_m", "8"),
                           ("top1", "top1", "6")])
 
 
@@ -202,7 +203,7 @@ def cmd_zoo(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    _print_rows(rows, [("name", "name", "44"), ("GMACs", "gmacs", "7"), ("params_m", "params_m", "8"),
+    _print_rows(rows, [("name", "name", "44"), ("GMACs", "gmacs", "9"), ("params_m", "params_m", "8"),
                        ("top1", "top1", "6"), ("top5", "top5", "6")])
 
 

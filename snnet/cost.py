@@ -4,11 +4,14 @@ Each anchor is traced once, piece by piece (embed, each block, head), with fvcor
 sample; a configuration's cost is then the sum of its segments' pieces plus its stitching layers. MACs are counted
 as fvcore counts them (one multiply-add = 1) with attention matmuls included: fvcore does not see
 PyTorch's fused scaled_dot_product_attention, so tracing switches timm's attention modules to
-their explicit matmul path, which computes the same function.
+their explicit matmul path, which computes the same function. Tracing builds every anchor, so the
+per-piece costs are kept in the store, keyed by the anchors' architectures: traced once per machine.
 """
 import contextlib
+import hashlib
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -136,12 +139,50 @@ def model_cost(model: nn.Module, input_size: tuple[int, ...]) -> Cost:
 
 
 _ANCHOR_COSTS: dict[str, list[AnchorCost]] = {}
+COST_VERSION = 1  # bump when what a piece's cost counts changes: older stored costs are then measured again
 
 
-def anchor_costs(family: Family) -> list[AnchorCost]:
-    """Per-piece costs of a family's anchors, measured once per process."""
+def architecture_key(family: Family) -> str:
+    """What a family's anchor costs depend on: its anchors' architectures, input and classes, and
+    the versions of the code that builds and counts them."""
+    from snnet._timm import timm
+
+    anchors = [(spec.arch, spec.arch_args, type(family.adapter_for(i)).__name__)
+               for i, spec in enumerate(family.anchors)]
+    described = json.dumps({"anchors": anchors, "input_size": family.input_size, "classes": family.num_classes,
+                            "timm": timm.__version__, "fvcore": _fvcore_version(), "cost": COST_VERSION},
+                           sort_keys=True, default=repr)
+    return hashlib.sha256(described.encode()).hexdigest()[:24]
+
+
+def _fvcore_version() -> str:
+    from importlib.metadata import version
+
+    return version("fvcore")
+
+
+def _cost_from_json(kept: dict) -> AnchorCost:
+    return AnchorCost(
+        embed=Cost(**kept["embed"]), blocks=tuple(Cost(**c) for c in kept["blocks"]), head=Cost(**kept["head"]),
+        head_without_norm=Cost(**kept["head_without_norm"]),
+        points=tuple(None if p is None else Activation(**{**p, "spatial": tuple(p["spatial"])}) for p in kept["points"]))
+
+
+def anchor_costs(family: Family, store=None) -> list[AnchorCost]:
+    """Per-piece costs of a family's anchors: traced once per architecture and kept in the store
+    (tracing builds every anchor, seconds for ImageNet-sized ones), then once per process."""
     if family.name not in _ANCHOR_COSTS:
-        _ANCHOR_COSTS[family.name] = measure_anchors(family)
+        from snnet.store import Store
+
+        store = store or Store()
+        key = architecture_key(family)
+        kept = store.get_costs(key)
+        if kept is None:
+            measured = measure_anchors(family)
+            store.put_costs(key, family.name, [asdict(cost) for cost in measured])
+        else:
+            measured = [_cost_from_json(cost) for cost in kept]
+        _ANCHOR_COSTS[family.name] = measured
     return _ANCHOR_COSTS[family.name]
 
 

@@ -1,4 +1,4 @@
-"""What we know: an SQLite store of per-configuration metrics and of background jobs.
+"""What we know: an SQLite store of per-configuration metrics, anchor costs and background jobs.
 
 Metrics are keyed by family, a content hash of the weights, the configuration id, the split and
 the evaluation settings, so a changed checkpoint never gets stale numbers. SQLite in WAL mode lets
@@ -25,6 +25,9 @@ CREATE TABLE IF NOT EXISTS zoo (
     family TEXT NOT NULL, name TEXT NOT NULL, split TEXT NOT NULL, weights TEXT,
     gmacs REAL, params_m REAL, top1 REAL, top5 REAL, latency_ms REAL, source TEXT,
     PRIMARY KEY (family, name, split)
+);
+CREATE TABLE IF NOT EXISTS costs (
+    key TEXT PRIMARY KEY, family TEXT NOT NULL, costs TEXT NOT NULL, created REAL
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, family TEXT NOT NULL,
@@ -92,6 +95,17 @@ class Store:
             cursor = connection.execute("SELECT * FROM zoo WHERE family=? AND split=? ORDER BY gmacs",
                                         (family, split))
             return [{"name": row["name"], **{f: row[f] for f in ZOO_FIELDS}} for row in cursor]
+
+    def put_costs(self, key: str, family: str, costs: list) -> None:
+        """Measured per-piece costs of a family's anchors, under a key of their architectures."""
+        with closing(self._connect()) as connection, connection:
+            connection.execute("INSERT OR REPLACE INTO costs VALUES (?, ?, ?, ?)",
+                               (key, family, json.dumps(costs), time.time()))
+
+    def get_costs(self, key: str) -> Optional[list]:
+        with closing(self._connect()) as connection:
+            row = connection.execute("SELECT costs FROM costs WHERE key=?", (key,)).fetchone()
+        return json.loads(row["costs"]) if row else None
 
     def add_job(self, kind: str, family: str, device: str, spec: dict, steps: int = 0) -> int:
         with closing(self._connect()) as connection, connection:

@@ -53,3 +53,22 @@ def test_params_are_those_the_forward_pass_uses(mini, stitch_id):
     net(torch.randn(1, *mini.input_size), stitch=stitch_id).sum().backward()
     used = sum(p.numel() for p in net.parameters() if p.grad is not None)
     assert space_costs(mini, net.space)[stitch_id].params == used
+
+
+def test_anchor_costs_are_traced_once_per_architecture_and_kept_in_the_store(tmp_path, monkeypatch):
+    import snnet.cost as cost
+    from snnet.store import Store
+
+    family = get_family("mini-resnet")
+    store = Store(tmp_path / "store.sqlite")
+    monkeypatch.setattr(cost, "_ANCHOR_COSTS", {})
+    traced = cost.anchor_costs(family, store)
+    # a new process (an empty in-process cache) reads them back and traces nothing
+    monkeypatch.setattr(cost, "_ANCHOR_COSTS", {})
+    monkeypatch.setattr(cost, "measure_anchors", lambda family: pytest.fail("traced again"))
+    assert cost.anchor_costs(family, store) == traced
+    # another architecture has another key, and a change of the counting code makes every key new
+    assert cost.architecture_key(get_family("mini")) != cost.architecture_key(family)
+    key = cost.architecture_key(family)
+    monkeypatch.setattr(cost, "COST_VERSION", cost.COST_VERSION + 1)
+    assert cost.architecture_key(family) != key
