@@ -10,7 +10,7 @@ import streamlit as st
 import torch
 
 from app import access
-from app.state import View, run_label, show_run
+from app.state import View, show_run
 from snnet import jobs
 from snnet.errors import SnnetError
 from snnet.model import StitchableNet

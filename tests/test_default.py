@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import pandas as pd
 
 from snnet.api import load_net, shipped_dir

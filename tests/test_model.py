@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from snnet.errors import SnnetError
-from snnet.families import get_family
 from snnet.model import StitchableNet
 
 
