@@ -118,12 +118,17 @@ def test_missing_weights_are_one_clear_line(app, family):
     assert {"mini", "mini-resnet"} <= set(app.sidebar.selectbox[0].options)  # both offline families are ready
 
 
-def test_a_hierarchical_cnn_family_shows_its_stages_in_the_path_and_the_teaching_text(tmp_path, monkeypatch):
+def _opened_by_link(tmp_path, monkeypatch, family: str, stitch: int) -> AppTest:
+    """The page as a deep link ?family=F&stitch=N opens it, with a store of its own."""
     monkeypatch.setenv("SNNET_HOME", str(tmp_path))
     app = AppTest.from_file(APP, default_timeout=120)
-    app.query_params["family"] = "mini-resnet"
-    app.query_params["stitch"] = "10"
-    app.run()
+    app.query_params["family"] = family
+    app.query_params["stitch"] = str(stitch)
+    return app.run()
+
+
+def test_a_hierarchical_cnn_family_shows_its_stages_in_the_path_and_the_teaching_text(tmp_path, monkeypatch):
+    app = _opened_by_link(tmp_path, monkeypatch, "mini-resnet", 10)
     assert not app.exception and not app.error
     assert _heading(app) == "Stitch 10"
     caption = next(c.value for c in app.caption if "stitching layer" in c.value)
@@ -295,11 +300,7 @@ def _wait_for_page(app, condition, timeout_s: float = 180) -> None:
 
 
 def test_a_deep_link_opens_on_its_stitch_and_the_address_follows_the_selection(tmp_path, monkeypatch):
-    monkeypatch.setenv("SNNET_HOME", str(tmp_path))
-    app = AppTest.from_file(APP, default_timeout=120)
-    app.query_params["family"] = "mini"
-    app.query_params["stitch"] = "24"
-    app.run()
+    app = _opened_by_link(tmp_path, monkeypatch, "mini", 24)
     assert not app.exception and not app.error and not app.warning
     assert _heading(app) == "Stitch 24"
     app.slider(key="budget_gmacs").set_value(0.0045).run()

@@ -16,6 +16,7 @@ import torch
 
 from snnet.errors import SnnetError
 from snnet.evolve.supernet import OUTPUTS, Supernet
+from snnet.pareto import pareto_front as front_of_rows
 
 ALGORITHMS = ("nsga2", "random")
 
@@ -82,12 +83,9 @@ class Evaluator:
 
 
 def pareto_front(entries: Sequence[Evaluated]) -> list[Evaluated]:
-    """Entries no other entry dominates (no worse in both objectives, better in one), by cost."""
-    def dominates(a: Evaluated, b: Evaluated) -> bool:
-        return a.error <= b.error and a.gmacs <= b.gmacs and (a.error < b.error or a.gmacs < b.gmacs)
-
-    front = [e for e in entries if not any(dominates(other, e) for other in entries)]
-    return sorted(front, key=lambda e: (e.gmacs, e.error))
+    """Entries no other entry beats on both error and cost, cheapest first (snnet.pareto's rule)."""
+    rows = [{"gmacs": e.gmacs, "top1": 100.0 - e.error, "entry": e} for e in entries]
+    return [row["entry"] for row in front_of_rows(rows)]
 
 
 def random_search(evaluator: Evaluator, budget: int, seed: int) -> None:
