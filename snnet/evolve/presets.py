@@ -43,11 +43,12 @@ def _log(message: str, quiet: bool) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def run_preset(preset: str, evaluations: int, seed: int = 0, algorithm: str = "nsga2",
-               train_config: StitchTrainConfig = StitchTrainConfig(), quiet: bool = False) -> dict:
+def prepare(preset: str, train_config: StitchTrainConfig = StitchTrainConfig(), quiet: bool = False,
+            seed: int = 0) -> tuple[Supernet, dict]:
+    """The preset's supernetwork with trained stitching layers (trained once, then read from the
+    cache), in eval mode, and what was done to make it: the matching and the training."""
     if preset not in PRESETS:
         raise SnnetError(f"unknown preset {preset!r}: choose from {', '.join(PRESETS)}")
-    started = time.perf_counter()
     family, parents = _mini_parents()
     task = family.task
     matching = match_parents(StitchableNet(family, parents, family.space()).eval(),
@@ -69,17 +70,22 @@ def run_preset(preset: str, evaluations: int, seed: int = 0, algorithm: str = "n
         trained = train_stitches(net, lambda epoch: epochs(epoch)[0], train_config,
                                  task.fit_images(family, FIT_IMAGES), out_path=weights)
         (weights.parent / "train.json").write_text(json.dumps(trained, indent=1))
-    net.eval()
+    info = {"matching": {"pairs": [list(pair) for pair in matching.pairs],
+                         "weights": [matching.weights[pair] for pair in matching.pairs],
+                         "rejected": matching.reasons()},
+            "training": {"steps": trained["steps"], "final_loss": trained["final_loss"],
+                         "train_s": trained["train_s"], "weights": str(weights)}}
+    return net.eval(), info
+
+
+def run_preset(preset: str, evaluations: int, seed: int = 0, algorithm: str = "nsga2",
+               train_config: StitchTrainConfig = StitchTrainConfig(), quiet: bool = False) -> dict:
+    """Prepare the preset's supernetwork, then search its offspring on the validation split and
+    check the front on the test split."""
+    started = time.perf_counter()
+    net, info = prepare(preset, train_config, quiet, seed)
+    task = net.family.task
     _log(f"searching ({algorithm}, {evaluations} requests, seed {seed})", quiet)
-    result = search(net, *task.eval_set(family, "val"), budget=evaluations, seed=seed, algorithm=algorithm,
-                    test_set=task.eval_set(family, "test"))
-    return {
-        "preset": preset,
-        **result,
-        "matching": {"pairs": [list(pair) for pair in matching.pairs],
-                     "weights": [matching.weights[pair] for pair in matching.pairs],
-                     "rejected": matching.reasons()},
-        "training": {"steps": trained["steps"], "final_loss": trained["final_loss"],
-                     "train_s": trained["train_s"], "weights": str(weights)},
-        "total_s": time.perf_counter() - started,
-    }
+    result = search(net, *task.eval_set(net.family, "val"), budget=evaluations, seed=seed, algorithm=algorithm,
+                    test_set=task.eval_set(net.family, "test"))
+    return {"preset": preset, **result, **info, "total_s": time.perf_counter() - started}
