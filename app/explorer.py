@@ -2,6 +2,7 @@
 import hashlib
 import io
 from dataclasses import asdict
+from functools import partial
 
 import pandas as pd
 import streamlit as st
@@ -12,6 +13,7 @@ from app.state import View, select
 from snnet.api import predict
 from snnet.data import load_image
 from snnet.errors import SnnetError
+from snnet.export import INPUT_NAME, OUTPUT_NAME, export_bytes, file_name
 from snnet.jobs import JobSpec, submit
 from snnet.model import StitchableNet
 from snnet.pareto import BUDGET_KEYS, best_under_budget
@@ -22,6 +24,7 @@ IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
 MAX_UPLOAD_MB = 20  # per file; .streamlit/config.toml sets the same for the whole server
 MAX_IMAGES = 8  # predicted at once: a room of viewers shares one CPU
 BUDGET_STEPS = 200
+EXPORT_LABELS = {"onnx": "ONNX", "torchscript": "TorchScript", "safetensors": "safetensors"}
 
 
 def apply_chart_click() -> None:
@@ -107,6 +110,21 @@ def details(row: dict, net: StitchableNet) -> None:
     second.metric("Latency (batch 1)", "—" if row.get("latency_ms") is None else f"{row['latency_ms']:.2f} ms")
     if row.get("top1") is None:
         st.caption("Not measured for these weights yet.")
+    export_buttons(net, row["id"])
+
+
+def export_buttons(net: StitchableNet, stitch_id: int) -> None:
+    """The selected configuration as a network of its own, one button per format. Each file is made
+    only when its button is clicked (Streamlit runs the callable then, off the page script; a failure
+    shows as one line under the button)."""
+    family = net.family
+    st.caption(f"Export it alone, without the parts of the anchors it does not run: input `{INPUT_NAME}` "
+               f"(N x {' x '.join(map(str, family.input_size))}, preprocessed as for predictions), output "
+               f"`{OUTPUT_NAME}` (N x {family.num_classes}).")
+    for column, (fmt, label) in zip(st.columns(len(EXPORT_LABELS)), EXPORT_LABELS.items()):
+        column.download_button(f"Download {label}", partial(export_bytes, net, stitch_id, fmt),
+                               file_name=file_name(family.name, stitch_id, fmt), mime="application/octet-stream",
+                               on_click="ignore", key=f"export_{fmt}", width="stretch")
 
 
 def render(view: View, net: StitchableNet, rows: list[dict], before: list[dict], selected: int, store: Store) -> None:

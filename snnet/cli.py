@@ -281,6 +281,22 @@ def cmd_evolve(args: argparse.Namespace) -> None:
                        ("test_error", "test_error", "10"), ("kind", "kind", "6")])
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from snnet.api import load_net
+    from snnet.export import INPUT_NAME, OUTPUT_NAME, check_format, export, path_net
+
+    check_format(args.format)  # before the network loads
+    net = load_net(args.family, args.weights, official_compat=args.official_compat)
+    out = export(net, args.stitch, args.format, Path(args.out))
+    family = net.family
+    params_m = sum(p.numel() for p in path_net(net, args.stitch).parameters()) / 1e6
+    print(f"wrote {out} ({args.format}, {out.stat().st_size / 1e6:.2f} MB): configuration {args.stitch} of "
+          f"{family.name}, {params_m:.4g} M parameters; input '{INPUT_NAME}' N x "
+          f"{' x '.join(map(str, family.input_size))}, output '{OUTPUT_NAME}' N x {family.num_classes}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m snnet", description="Stitchable Neural Networks")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -410,6 +426,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="NSGA-II, or random search as its baseline")
     evolve.add_argument("--json", action="store_true")
     evolve.set_defaults(run=cmd_evolve)
+
+    export = commands.add_parser("export", help="write one configuration as a network of its own (ONNX, "
+                                                "TorchScript or safetensors), without the parts it does not run")
+    export.add_argument("--family", required=True)
+    export.add_argument("--weights", help="StitchableNet weights (.safetensors); default: the shipped ones")
+    export.add_argument("--stitch", type=int, required=True, help="configuration id (python -m snnet stitches)")
+    # no argparse choices, which answer with a usage block: an unknown format is the backend's one line
+    export.add_argument("--format", required=True, help="onnx, torchscript or safetensors")
+    export.add_argument("--out", required=True, help="the file to write")
+    export.add_argument("--official-compat", action="store_true", help=OFFICIAL_COMPAT_HELP)
+    export.set_defaults(run=cmd_export)
     return parser
 
 
