@@ -10,9 +10,11 @@ import json
 import pytest
 import torch
 
+from snnet.errors import SnnetError
 from snnet.evolve import Supernet
 from snnet.evolve.search import Evaluator, parent_genotypes, search, top1_error
-from snnet.evolve.train import StitchTrainConfig, feature_mse, layer_points, train_stitches
+from snnet.evolve.train import (StitchTrainConfig, TaskTrainConfig, feature_mse, layer_points, train_on_task,
+                                train_stitches)
 from snnet.families.recombined import mini_vit_resnet
 from snnet.stitching import least_squares_init
 
@@ -56,6 +58,35 @@ def test_feature_matching_lowers_the_mse_below_the_least_squares_start(parents):
     assert all(trained[layer] < start[layer] for layer in start), (start, trained)
     # the parents did not move
     assert all(torch.equal(t, before[name]) for name, t in net.anchors.state_dict().items())
+
+
+def test_task_training_lowers_every_stitchs_held_out_loss_and_leaves_the_parents(parents):
+    family, anchors = parents
+    net = Supernet(family, anchors, PAIRS[:1]).eval()
+    before = {name: t.clone() for name, t in net.anchors.state_dict().items()}
+    least_squares_init(net, [_images(0, 2)])
+
+    def labelled(seed: int, n: int):  # labels the parents' ensemble gives: a task the parents can do
+        images = _images(seed, n)
+        with torch.no_grad():
+            return images, (anchors[0](images) + anchors[1](images)).argmax(1)
+
+    held_out = labelled(99, 96)
+    stitches = [config.id for config in net.space if len(config.segments) == 2]
+
+    def losses():
+        with torch.no_grad():
+            return [float(torch.nn.functional.cross_entropy(net(held_out[0], stitch=i), held_out[1])) for i in stitches]
+
+    start = losses()
+    summary = train_on_task(net, lambda epoch: labelled(1000 + epoch, 256),
+                            TaskTrainConfig(steps=30, batch_size=32, lr=1e-2, distill=0.5))
+    trained = losses()
+    assert summary["steps"] == 30 and len(stitches) == 2
+    assert all(t < s for s, t in zip(start, trained)), (start, trained)
+    assert all(torch.equal(t, before[name]) for name, t in net.anchors.state_dict().items())
+    with pytest.raises(SnnetError, match="distill"):
+        train_on_task(net, lambda epoch: labelled(0, 64), TaskTrainConfig(steps=1, distill=1.5))
 
 
 def test_layer_points_join_each_matched_pair_both_ways(supernet):
@@ -129,7 +160,7 @@ def test_the_evolve_command_answers_in_json(tmp_path, monkeypatch, capsys):
     assert main(["evolve", "--preset", "mini", "--evaluations", "20", "--seed", "0", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"parents", "ensemble", "front", "evaluations", "skipped_inactive", "matching", "test_front"} <= set(result)
-    assert [p["name"] for p in result["parents"]] == ["mini_small", "resnet_c16"]
+    assert [p["name"] for p in result["parents"]] == ["mini_tiny", "resnet_c16"]
     assert set(result["ensemble"]) == {"error", "gmacs"}
     assert all(set(e) == {"genotype", "error", "gmacs", "is_parent"} for e in result["front"])
     assert result["matching"]["pairs"] and sum(result["matching"]["rejected"].values()) > 0

@@ -16,9 +16,9 @@ from snnet.errors import SnnetError
 from snnet.evolve.matching import match_parents
 from snnet.evolve.search import search
 from snnet.evolve.supernet import Supernet
-from snnet.evolve.train import StitchTrainConfig, train_stitches
+from snnet.evolve.train import StitchTrainConfig, TaskTrainConfig, train_on_task, train_stitches
 from snnet.model import StitchableNet
-from snnet.weights import load_weights, weights_hash
+from snnet.weights import load_weights, save_weights, weights_hash
 
 PRESETS = ("mini",)
 FIT_IMAGES = 256  # CKA of the matching and the least-squares start are measured on these
@@ -33,7 +33,7 @@ def _mini_parents():
     from snnet.families.recombined import mini_vit_resnet
 
     family = mini_vit_resnet()
-    paths = [shipped_dir("mini") / "zoo" / "mini_small.safetensors",
+    paths = [shipped_dir("mini") / "zoo" / "mini_tiny.safetensors",
              shipped_dir("mini-resnet") / "zoo" / "resnet_c16.safetensors"]
     return family, [load_weights(family.build_anchor(i), path) for i, path in enumerate(paths)]
 
@@ -44,9 +44,10 @@ def _log(message: str, quiet: bool) -> None:
 
 
 def prepare(preset: str, train_config: StitchTrainConfig = StitchTrainConfig(), quiet: bool = False,
-            seed: int = 0) -> tuple[Supernet, dict]:
+            seed: int = 0, task_config: TaskTrainConfig = TaskTrainConfig()) -> tuple[Supernet, dict]:
     """The preset's supernetwork with trained stitching layers (trained once, then read from the
-    cache), in eval mode, and what was done to make it: the matching and the training."""
+    cache), in eval mode, and what was done to make it: the matching and both training phases
+    (feature matching, then the task; see snnet.evolve.train)."""
     if preset not in PRESETS:
         raise SnnetError(f"unknown preset {preset!r}: choose from {', '.join(PRESETS)}")
     family, parents = _mini_parents()
@@ -56,7 +57,7 @@ def prepare(preset: str, train_config: StitchTrainConfig = StitchTrainConfig(), 
     _log(f"matched points {list(matching.pairs)} ({matching.reasons()} rejected)", quiet)
     net = Supernet(family, parents, matching.pairs, seed=seed).eval()
     key = hashlib.sha256(json.dumps({"preset": preset, "parents": [weights_hash(p) for p in parents],
-                                     "pairs": matching.pairs, "train": asdict(train_config),
+                                     "pairs": matching.pairs, "train": asdict(train_config), "task": asdict(task_config),
                                      "fit_images": FIT_IMAGES}).encode()).hexdigest()[:16]
     weights = evolve_home() / f"{preset}-{key}" / "supernet.safetensors"
     if weights.is_file():
@@ -68,13 +69,17 @@ def prepare(preset: str, train_config: StitchTrainConfig = StitchTrainConfig(), 
              quiet)
         epochs = task.train_data(family, train_config.seed)
         trained = train_stitches(net, lambda epoch: epochs(epoch)[0], train_config,
-                                 task.fit_images(family, FIT_IMAGES), out_path=weights)
+                                 task.fit_images(family, FIT_IMAGES))
+        _log(f"training them on the task ({task_config.steps} steps)", quiet)
+        trained["task"] = train_on_task(net, task.train_data(family, task_config.seed), task_config)
+        save_weights(net, weights)
         (weights.parent / "train.json").write_text(json.dumps(trained, indent=1))
     info = {"matching": {"pairs": [list(pair) for pair in matching.pairs],
                          "weights": [matching.weights[pair] for pair in matching.pairs],
                          "rejected": matching.reasons()},
             "training": {"steps": trained["steps"], "final_loss": trained["final_loss"],
-                         "train_s": trained["train_s"], "weights": str(weights)}}
+                         "task_steps": trained["task"]["steps"], "task_final_loss": trained["task"]["final_loss"],
+                         "train_s": trained["train_s"] + trained["task"]["train_s"], "weights": str(weights)}}
     return net.eval(), info
 
 
