@@ -1,6 +1,8 @@
 """The explorer: the accuracy/cost curve, the selected configuration, a budget, live predictions."""
 import hashlib
 import io
+import os
+import shutil
 from dataclasses import asdict
 from functools import partial
 
@@ -25,6 +27,8 @@ MAX_UPLOAD_MB = 20  # per file; .streamlit/config.toml sets the same for the who
 MAX_IMAGES = 8  # predicted at once: a room of viewers shares one CPU
 BUDGET_STEPS = 200
 EXPORT_LABELS = {"onnx": "ONNX", "torchscript": "TorchScript", "safetensors": "safetensors"}
+TABLE_COLUMNS = ["id", "kind", "front", "back", "front_block", "back_block", "gmacs", "params_m", "top1", "top5",
+                 "latency_ms"]
 
 
 def apply_chart_click() -> None:
@@ -142,9 +146,41 @@ def render(view: View, net: StitchableNet, rows: list[dict], before: list[dict],
         figure = pareto_figure(rows, row["id"], before, view.log_x, budget, zoo_name)
         st.plotly_chart(figure, key=CHART_KEY, on_select="rerun", selection_mode="points",
                         config={"displaylogo": False})
+        curve_downloads(figure, rows, f"{view.family}-curve")
     with panel:
         details(row, net)
     predictions(net, row, (view.family, view.weights, view.official_compat))
+
+
+def image_browser() -> str | None:
+    """The browser kaleido renders plotly figures with, if this machine has one (kaleido's own
+    BROWSER_PATH first): it drives a headless Chromium and cannot download one offline."""
+    candidates = [os.environ.get("BROWSER_PATH")] + ["chromium", "chromium-browser", "google-chrome", "chrome"]
+    return next((found for name in candidates if name and (found := shutil.which(name))), None)
+
+
+def figure_bytes(figure, fmt: str) -> bytes:
+    return figure.to_image(format=fmt, width=1200, height=720, scale=2 if fmt == "png" else 1)
+
+
+def table_csv(rows: list[dict]) -> bytes:
+    """Every configuration and zoo network, one row each, in the units the page shows."""
+    table = pd.DataFrame(rows)
+    columns = [c for c in TABLE_COLUMNS if c in table] + [c for c in ("name", "source") if c in table]
+    return table[columns].to_csv(index=False).encode()
+
+
+def curve_downloads(figure, rows: list[dict], stem: str) -> None:
+    """The curve as PNG and SVG, drawn on the server the way the page draws it, and its table as CSV."""
+    browser = image_browser()
+    missing = None if browser else "Drawing images needs Chromium on the server (apt-get install chromium); the chart's camera button saves a PNG meanwhile."
+    png, svg, csv = st.columns(3)
+    for column, fmt in ((png, "png"), (svg, "svg")):
+        column.download_button(f"Download {fmt.upper()}", partial(figure_bytes, figure, fmt), file_name=f"{stem}.{fmt}",
+                               mime="image/png" if fmt == "png" else "image/svg+xml", on_click="ignore",
+                               key=f"curve_{fmt}", disabled=missing is not None, help=missing, width="stretch")
+    csv.download_button("Download CSV", table_csv(rows), file_name=f"{stem}.csv", mime="text/csv", on_click="ignore",
+                        key="curve_csv", width="stretch", help="Every configuration and zoo network with its cost and accuracy.")
 
 
 def _images(family: str) -> list[tuple[str, object]]:

@@ -1,4 +1,5 @@
-"""The page, top to bottom: sidebar choices, then the Explorer, Fine-tune and Teaching tabs.
+"""The page, top to bottom: sidebar choices, then the Explorer, Fine-tune and Teaching tabs, or
+the presenter's view alone.
 
 Every backend failure the user can cause (missing weights, a bad file, a failing job) arrives as
 an SnnetError and is shown as one line; anything else is shown as one line too, never a traceback.
@@ -7,8 +8,9 @@ import traceback
 
 import streamlit as st
 
-from app import explorer, finetune, teaching
-from app.state import follow_in_address, get_net, get_store, launch_options, load_rows, selected_id, sidebar
+from app import explorer, finetune, present, teaching
+from app.state import (follow_in_address, get_net, get_store, launch_options, load_rows, presenting, selected_id,
+                       sidebar)
 from snnet.errors import SnnetError, out_of_memory
 
 
@@ -18,12 +20,16 @@ def page() -> None:
         st.title("snnet")
         st.caption("Stitchable Neural Networks: one network, many accuracy/cost trade-offs.")
         view = sidebar(store, launch_options())
+        presenter = presenting()
     net = get_net(view.family, view.weights, view.official_compat)
     explorer.apply_chart_click()
     rows = load_rows(view, view.weights, store)
     before = load_rows(view, view.before_weights, store) if view.fine_tuned else None
     selected = selected_id(rows)
-    follow_in_address(view, selected)
+    follow_in_address(view, selected, presenter)
+    if presenter:
+        guarded(present.render, view, net, rows, selected)
+        return
     explore, tune, teach = st.tabs(["Explorer", "Fine-tune", "Teaching"])
     with explore:
         guarded(explorer.render, view, net, rows, before, selected, store)

@@ -138,10 +138,18 @@ def _linked_stitch(count: int) -> Optional[int]:
     return None
 
 
-def follow_in_address(view: View, stitch_id: int) -> None:
-    """The address names the selection, so a slide can link straight to a stitch."""
-    if st.query_params.to_dict() != {"family": view.family, "stitch": str(stitch_id)}:
-        st.query_params.from_dict({"family": view.family, "stitch": str(stitch_id)})
+def follow_in_address(view: View, stitch_id: int, present: bool = False) -> None:
+    """The address names the selection (and the presenter's view), so a slide can link straight to a stitch."""
+    wanted = {"family": view.family, "stitch": str(stitch_id), **({"present": "1"} if present else {})}
+    if st.query_params.to_dict() != wanted:
+        st.query_params.from_dict(wanted)
+
+
+def presenting() -> bool:
+    """The sidebar's switch to the presenter's view; a link with present=1 opens in it."""
+    return st.toggle("Presentation mode", value=st.query_params.get("present") == "1", key="present",
+                     help="The curve, the path picture and the predictions only, in large type, stepping "
+                          "along the frontier. The address keeps it, for links from slides.")
 
 
 def select(stitch_id: int) -> None:

@@ -329,3 +329,64 @@ def test_the_budget_slider_steps_finely_and_reaches_both_ends(app):
     assert positions >= 100 and positions == pytest.approx(round(positions))
     slider.set_value(slider.max).run()
     assert _heading(app) == "Anchor mini_base (id 2)"
+
+
+def _oracle_frontier() -> list[int]:
+    """Shipped figures, brute force: a configuration is on the frontier when no other is at most as
+    costly and at least as accurate, and strictly better in one (ties: one of them, the first id)."""
+    family = get_family("mini")
+    gmacs = {row["id"]: row["gmacs"] for row in space_rows(family, family.space())}
+    top1 = {row["id"]: row["top1"] for row in SHIPPED["configurations"]}
+    on = [i for i in gmacs if not any((gmacs[j], top1[j]) != (gmacs[i], top1[i]) and gmacs[j] <= gmacs[i]
+                                      and top1[j] >= top1[i] for j in gmacs)]
+    return sorted(dict.fromkeys(on, None), key=lambda i: gmacs[i])
+
+
+def test_the_presenters_view_steps_along_the_frontier_and_its_link_keeps_it(tmp_path, monkeypatch):
+    frontier = _oracle_frontier()
+    monkeypatch.setenv("SNNET_HOME", str(tmp_path))
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.query_params.update({"family": "mini", "stitch": str(frontier[1]), "present": "1"})
+    app.run()
+    assert not app.exception and not app.error
+    assert app.toggle(key="present").value and not app.tabs  # the presenter's view alone
+    assert re.fullmatch(rf"Stitch {frontier[1]}: top-1 [\d.]+ % at [\d.]+ GMACs", app.title[0].value)
+    assert app.select_slider(key="present_step").value == frontier[1]
+    anchors = get_family("mini").anchor_names
+    assert [option.split(" · ")[0] for option in app.select_slider(key="present_step").options] == [
+        f"Anchor {anchors[i]}" if i < len(anchors) else f"Stitch {i}" for i in frontier]
+    app.button(key="present_forward").click().run()
+    assert app.select_slider(key="present_step").value == frontier[2]
+    assert dict(app.query_params) == {"family": "mini", "stitch": str(frontier[2]), "present": "1"}
+    app.select_slider(key="present_step").set_value(frontier[-1]).run()
+    assert app.button(key="present_forward").disabled and dict(app.query_params)["stitch"] == str(frontier[-1])
+    app.toggle(key="present").set_value(False).run()
+    assert app.tabs and dict(app.query_params) == {"family": "mini", "stitch": str(frontier[-1])}
+
+
+def test_the_table_download_holds_every_configuration_with_its_shipped_figures():
+    import pandas as pd
+
+    from app.explorer import table_csv
+    from snnet.api import load_net, results
+
+    rows = results(load_net("mini"), compute_missing=False)
+    table = pd.read_csv(io.BytesIO(table_csv(rows)))
+    shipped = {row["id"]: row["top1"] for row in SHIPPED["configurations"]}
+    configs = table[table["kind"] != "zoo"]
+    assert sorted(configs["id"].astype(int)) == sorted(shipped) == list(range(71))
+    assert all(abs(top1 - shipped[int(i)]) < 1e-9 for i, top1 in zip(configs["id"], configs["top1"]))
+    assert set(table[table["kind"] == "zoo"]["name"]) == {z["name"] for z in SHIPPED["zoo"]}
+
+
+@pytest.mark.browser
+def test_the_curve_is_drawn_as_svg_and_png_on_the_server():
+    from app.explorer import figure_bytes, image_browser
+    from app.figures import pareto_figure
+    from snnet.api import load_net, results
+
+    assert image_browser() is not None  # CI installs Chromium; kaleido drives it
+    figure = pareto_figure(results(load_net("mini"), compute_missing=False), 24)
+    svg = figure_bytes(figure, "svg").decode()
+    assert svg.startswith("<svg") and "top-1 (%)" in svg and "GMACs" in svg
+    assert figure_bytes(figure, "png")[:8] == b"\x89PNG\r\n\x1a\n"
