@@ -69,8 +69,11 @@ def render(view: View, net: StitchableNet, rows: list[dict], selected: int) -> N
     chart, path = st.columns([3, 2], gap="large")
     with chart:
         figure = pareto_figure(rows, row["id"], None, view.log_x, None, net.family.task.zoo_name)
-        figure.update_layout(font=dict(size=FONT_PX - 4), height=600)
-        st.plotly_chart(figure, key="present_chart", config={"displayModeBar": False})
+        large = dict(size=FONT_PX - 4)
+        figure.update_layout(font=large, legend=dict(font=large, y=-0.25), height=640, margin=dict(l=10, r=10, t=30, b=10))
+        figure.update_xaxes(tickfont=large, title_font=large, automargin=True)
+        figure.update_yaxes(tickfont=large, title_font=large, automargin=True)
+        st.plotly_chart(figure, key="present_chart", config={"displayModeBar": False}, theme=None)
     with path:
         pictures = anchor_pictures(net)
         st.markdown(blocks_text(row) + layer_text(row, pictures))
