@@ -187,3 +187,47 @@ def test_two_sessions_keep_their_own_selection_and_uploads_but_share_the_jobs(se
     finally:
         for context in contexts:
             context.close()
+
+
+def test_a_slide_link_opens_the_presenters_view_steps_by_keyboard_and_downloads_exports(server, browser, tmp_path):
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from snnet.api import load_net, results
+    from snnet.pareto import pareto_front
+
+    url, _, _ = server
+    net = load_net("mini")
+    steps = [row["id"] for row in pareto_front([r for r in results(net, compute_missing=False) if r["kind"] != "zoo"])]
+    first, following = steps[1], steps[2]
+    page = browser.new_page(viewport=VIEWPORT, accept_downloads=True)
+    try:
+        page.goto(f"{url}/?family=mini&stitch={first}&present=1")
+        page.get_by_role("heading", name=re.compile(rf"^Stitch {first}: top-1 ")).wait_for(timeout=90_000)
+        assert page.get_by_role("tab", name="Explorer").count() == 0  # the presenter's view alone
+        _shot(page, "8-presenter")
+        page.get_by_role("slider").first.focus()
+        page.keyboard.press("ArrowRight")
+        page.get_by_role("heading", name=re.compile(rf"^Stitch {following}: top-1 ")).wait_for(timeout=30_000)
+        page.wait_for_url(re.compile(rf"stitch={following}&present=1"), timeout=30_000)
+
+        page.get_by_text("Presentation mode").click()
+        page.get_by_role("tab", name="Explorer").wait_for(timeout=60_000)
+        downloads = {}
+        for label in ("Download ONNX", "Download CSV", "Download SVG"):
+            with page.expect_download(timeout=120_000) as download:
+                page.get_by_role("button", name=label).click()
+            downloads[label] = tmp_path / download.value.suggested_filename
+            download.value.save_as(downloads[label])
+        _shot(page, "9-exports")
+    finally:
+        page.close()
+    x = torch.randn(3, *net.family.input_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = net(x, stitch=following).numpy()
+    session = onnxruntime.InferenceSession(str(downloads["Download ONNX"]), providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert np.abs(theirs - ours).max() < 1e-4
+    assert downloads["Download CSV"].read_text().splitlines()[0].startswith("id,kind,front,back")
+    assert downloads["Download SVG"].read_text().startswith("<svg")
