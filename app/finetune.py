@@ -10,21 +10,55 @@ import streamlit as st
 import torch
 
 from app import access
-from app.state import View, show_run
+from app.state import View, show_run, show_run_next
 from snnet import jobs
 from snnet.errors import SnnetError
 from snnet.model import StitchableNet
+from snnet.pareto import pareto_front
 from snnet.store import Store
 
 ACTIVE = ("queued", "running")
 WATCH_EVERY_S = 3.0
+WATCHED = "watched_jobs"  # jobs this session has seen queued or running
+# The one-click fine-tune of the configurations below the frontier: their stitching layers only, the
+# anchors frozen, so the frontier's anchors cannot lose what they know (measured in the README).
+BELOW_FRONTIER = dict(steps=200, batch_size=64, lr=1e-3, anchor_lr=0.0)
 
 
 def devices() -> list[str]:
     return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 
 
-def form(view: View, net: StitchableNet, store: Store, selected: int) -> None:
+def below_frontier(rows: list[dict]) -> list[int]:
+    """Measured configurations that another beats on both top-1 and cost."""
+    measured = [r for r in rows if r["kind"] != "zoo" and r.get("top1") is not None]
+    front = {r["id"] for r in pareto_front(measured)}
+    return [r["id"] for r in measured if r["id"] not in front]
+
+
+def _submit(spec: jobs.JobSpec, store: Store) -> None:
+    try:
+        st.toast(f"Job {jobs.submit(spec, store)} queued")
+    except SnnetError as error:
+        st.error(str(error))
+
+
+def one_click(view: View, rows: list[dict], store: Store) -> None:
+    below = below_frontier(rows)
+    if not below:
+        return
+    locked = access.lock()
+    recipe = BELOW_FRONTIER
+    if st.button(f"Fine-tune the {len(below)} configurations below the frontier", type="primary",
+                 key="ft_below", disabled=locked is not None,
+                 help=locked or f"{recipe['steps']} iterations on their stitching layers alone (anchors frozen, "
+                                f"learning rate {recipe['lr']:g}), then their top-1 before and after.") and not locked:
+        _submit(jobs.JobSpec(family=view.family, weights=view.weights, stitches=below, split=view.split,
+                             official_compat=view.official_compat, data=view.data, **recipe), store)
+
+
+def form(view: View, net: StitchableNet, store: Store, selected: int, rows: list[dict]) -> None:
+    one_click(view, rows, store)
     locked = access.lock()
     with st.form("finetune"):
         st.markdown("**Launch a stitching fine-tune** of the weights shown on the curve")
@@ -47,11 +81,7 @@ def form(view: View, net: StitchableNet, store: Store, selected: int) -> None:
         spec = jobs.JobSpec(family=view.family, weights=view.weights, stitches=None if scope == "all" else chosen,
                             steps=int(steps), epochs=float(epochs) or None, batch_size=int(batch_size), lr=float(lr), anchor_lr=float(anchor_lr),
                             device=device, split=view.split, official_compat=view.official_compat, data=view.data)
-        try:
-            job_id = jobs.submit(spec, store)
-            st.toast(f"Job {job_id} queued")
-        except SnnetError as error:
-            st.error(str(error))
+        _submit(spec, store)
 
 
 def configuration_name(net: StitchableNet, stitch_id: int) -> str:
@@ -59,6 +89,19 @@ def configuration_name(net: StitchableNet, stitch_id: int) -> str:
     if config.kind == "anchor":
         return f"{stitch_id}: anchor {names[config.front]}"
     return f"{stitch_id}: stitch {names[config.front]} → {names[config.back]}, blocks {config.front_block}→{config.back_block}"
+
+
+def mean_change(result: dict) -> Optional[tuple[float, float]]:
+    """Mean top-1 of a job's configurations before and after it, over those measured both times."""
+    both = [str(i) for i in result["stitches"] if result["before"].get(str(i)) is not None]
+    if not both:
+        return None
+    return (sum(result["before"][i] for i in both) / len(both), sum(result["after"][i] for i in both) / len(both))
+
+
+def improved(job: dict) -> bool:
+    change = mean_change(job["result"]) if job["status"] == "done" and job["kind"] == "finetune" else None
+    return change is not None and change[1] > change[0]
 
 
 def _eta(seconds) -> str:
@@ -99,6 +142,15 @@ def _job(job: dict, store: Store, locked: Optional[str]) -> None:
                                   "top-1 before": [result["before"].get(str(i)) for i in result["stitches"]],
                                   "top-1 after": [result["after"].get(str(i)) for i in result["stitches"]]})
             st.success(f"Job {job['id']} done: {len(table)} configuration{'s' * (len(table) != 1)} evaluated.")
+            change = mean_change(result) if job["kind"] == "finetune" else None
+            if change is not None:
+                before, after = change
+                line = f"Mean top-1 of these configurations: {before:.2f} % before, {after:.2f} % after ({after - before:+.2f})."
+                if after > before:
+                    st.markdown(line)
+                else:
+                    st.warning(f"{line} The page keeps the weights this job started from; "
+                               "'Show on the curve' switches to the fine-tuned ones anyway.")
             st.dataframe(table, hide_index=True, height=min(300, 38 + 35 * len(table)))
             if job["kind"] == "finetune" and st.button("Show on the curve", key=f"show-{job['id']}",
                                                        disabled=locked is not None, help=locked,
@@ -106,13 +158,29 @@ def _job(job: dict, store: Store, locked: Optional[str]) -> None:
                 st.rerun()
 
 
+def _switch_to_improved(view: View, listed: list[dict]) -> bool:
+    """Whether a fine-tune this session watched has ended having raised the mean top-1 of the
+    weights shown; if so, its weights are shown next."""
+    watched = st.session_state.setdefault(WATCHED, set())
+    ended = [job for job in listed if job["id"] in watched and job["status"] not in ACTIVE]
+    watched.difference_update(job["id"] for job in ended)
+    watched.update(job["id"] for job in listed if job["status"] in ACTIVE)
+    better = [job for job in ended if improved(job) and job["spec"]["weights"] == view.weights]
+    if better and not access.lock():
+        show_run_next(better[0])
+    return bool(better) and not access.lock()
+
+
 def panel(view: View, store: Store) -> None:
     """The family's jobs, newest first. Active ones are redrawn every second from the store; when
-    one ends, the whole page reruns so its results reach the curve. With none active, a cheaper
-    watch reruns the page when a job appears or changes."""
+    one ends, the whole page reruns so its results reach the curve, and a fine-tune of the weights
+    shown that raised its configurations' mean top-1 becomes the weights shown (one that lowered it
+    does not). With none active, a cheaper watch reruns the page when a job appears or changes."""
     jobs.refresh(store)
     locked = access.lock()
     listed = store.list_jobs(view.family)
+    if _switch_to_improved(view, listed):
+        st.rerun()
     active = [job["id"] for job in listed if job["status"] in ACTIVE]
     if active:
         @st.fragment(run_every=1.0)

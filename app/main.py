@@ -34,7 +34,7 @@ def page() -> None:
     with explore:
         guarded(explorer.render, view, net, rows, before, selected, store)
     with tune:
-        guarded(finetune.form, view, net, store, selected)
+        guarded(finetune.form, view, net, store, selected, rows)
         guarded(finetune.panel, view, store)
     with teach:
         guarded(teaching.render, net, rows)

@@ -24,6 +24,7 @@ from snnet.store import Store, default_path
 
 SHIPPED = "shipped weights"
 SELECTED = "stitch_id"
+SWITCH_TO = "switch_to_job"  # a finished fine-tune the weights box shows next (set where that box is already drawn)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ def sidebar(store: Store, options: argparse.Namespace) -> View:
     for job in jobs.runs(store, family):
         runs[run_label(job)] = (job["result"]["weights"], True, job["spec"]["weights"])
     locked = access.lock()
+    switch = st.session_state.pop(SWITCH_TO, None)
+    if switch is not None and run_label(switch) in runs and not locked:
+        st.session_state["run"] = run_label(switch)
     label = st.selectbox("Weights", list(runs), key="run", disabled=locked is not None,
                          help="The shipped network, or the result of a fine-tune launched from this page.")
     if locked:
@@ -163,3 +167,9 @@ def run_label(job: dict) -> str:
 def show_run(job: dict) -> None:
     """Switch the page to a finished fine-tune's weights (a callback: it runs before the widgets)."""
     st.session_state["run"] = run_label(job)
+
+
+def show_run_next(job: dict) -> None:
+    """The same from inside the page's script, where the weights box is already drawn: the sidebar
+    applies it on the next run, before it draws the box."""
+    st.session_state[SWITCH_TO] = job

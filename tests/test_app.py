@@ -156,9 +156,34 @@ def test_a_fine_tune_from_the_page_runs_as_a_job_and_lands_on_the_curve(app, tmp
             break
         time.sleep(1)
     assert any(s.value.startswith("Job 1 done") for s in app.success), [e.value for e in app.error]
+    # the page shows the fine-tuned weights by itself only when they raised the mean top-1
+    from snnet.store import Store
+
+    result = Store(tmp_path / "store.sqlite").get_job(1)["result"]
+    before = sum(result["before"][str(i)] for i in (0, 24)) / 2
+    after = sum(result["after"][str(i)] for i in (0, 24)) / 2
+    switched = app.sidebar.selectbox[1].value == "job 1: fine-tuned 3 steps"
+    assert switched == (after > before)
+    assert any(f"{before:.2f} % before, {after:.2f} % after" in text
+               for text in [m.value for m in app.markdown] + [w.value for w in app.warning])
     next(b for b in app.button if b.label == "Show on the curve").click().run()
     assert app.sidebar.selectbox[1].value == "job 1: fine-tuned 3 steps"
     assert "before fine-tune" in _trace_names(app)
+
+
+def test_one_click_fine_tunes_exactly_the_configurations_below_the_frontier(app, tmp_path):
+    from snnet.jobs import cancel
+    from snnet.store import Store
+
+    below = sorted(set(range(71)) - set(_oracle_frontier()))
+    button = app.button(key="ft_below")
+    assert button.label == f"Fine-tune the {len(below)} configurations below the frontier"
+    button.click().run()
+    assert not app.exception and not app.error
+    store = Store(tmp_path / "store.sqlite")
+    job = store.get_job(1)
+    cancel(store, 1)
+    assert sorted(job["spec"]["stitches"]) == below and job["spec"]["anchor_lr"] == 0.0
 
 
 def test_the_official_compat_path_has_its_own_figures_and_offers_to_measure_them(app):
