@@ -128,7 +128,7 @@ def offspring_path_figure(paths, pairs: Sequence[tuple[int, int]], pictures: Seq
             hover_text.append(f"{picture.name} block {block}" + (f" · {activation_text(output)}" if output else ""))
         box(end + 0.2, end + 1.3, parent in heads, "head")
         figure.add_annotation(x=-1.3, xanchor="right", y=y, showarrow=False, text=f"<b>{'AB'[parent]}</b> {picture.name}")
-    for k, pair in enumerate(pairs):  # every switch the supernetwork has, faint
+    for pair in pairs:  # every switch the supernetwork has, faint
         x = columns[0][pair[0]][0]
         figure.add_shape(type="line", x0=x, x1=x, y0=ROW_Y[1] + BOX_HALF, y1=ROW_Y[0] - BOX_HALF,
                          line=dict(color="#cccccc", width=1, dash="dot"))
