@@ -69,15 +69,22 @@ def _form(store: Store) -> None:
                                 index=defaults["algorithms"].index(defaults["algorithm"]),
                                 format_func=lambda name: ALGORITHM_NAMES.get(name, name))
         with st.expander("Stitch training"):
-            steps = st.number_input("Stitching-layer training steps", min_value=0, value=defaults["train_steps"],
-                                    key="evolve_train_steps",
-                                    help="The stitching layers are trained once per setting and cached: the first "
-                                         "search of a setting trains them (minutes on a CPU), later ones start at once.")
+            st.caption("The stitching layers are trained once per setting and cached: the first search of a setting "
+                       "trains them (minutes on a CPU), later ones start at once.")
+            first, second = st.columns(2)
+            steps = first.number_input("Feature-matching steps", min_value=0, value=defaults["train_steps"],
+                                       key="evolve_train_steps",
+                                       help="Each layer learns to give the block it enters the activation it expects.")
+            task_steps = second.number_input("Steps on the task's labels", min_value=0, value=defaults["task_steps"],
+                                             key="evolve_task_steps",
+                                             help="Then the layers are trained on labels, the parents' ensemble as teacher.")
         started = st.form_submit_button("Start search", type="primary", disabled=locked is not None)
     if started and not locked:
+        # only what differs from the defaults: a search with the defaults shares the command line's cache key
         train = {} if steps == defaults["train_steps"] else {"steps": int(steps)}
+        task = {} if task_steps == defaults["task_steps"] else {"steps": int(task_steps)}
         try:
-            job_id = api.submit_evolve(int(evaluations), int(seed), algorithm, defaults["preset"], train, store=store)
+            job_id = api.submit_evolve(int(evaluations), int(seed), algorithm, defaults["preset"], train, task, store=store)
         except SnnetError as error:
             st.error(str(error))
             return

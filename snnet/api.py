@@ -205,19 +205,23 @@ def evolve_defaults() -> dict:
     from snnet.evolve.job import EvolveSpec
     from snnet.evolve.presets import PRESETS
     from snnet.evolve.search import ALGORITHMS
-    from snnet.evolve.train import StitchTrainConfig
+    from snnet.evolve.train import StitchTrainConfig, TaskTrainConfig
 
     spec = EvolveSpec()
     return {"preset": spec.preset, "presets": list(PRESETS), "evaluations": spec.evaluations, "seed": spec.seed,
-            "algorithm": spec.algorithm, "algorithms": list(ALGORITHMS), "train_steps": StitchTrainConfig().steps}
+            "algorithm": spec.algorithm, "algorithms": list(ALGORITHMS), "train_steps": StitchTrainConfig().steps,
+            "task_steps": TaskTrainConfig().steps}
 
 
 def submit_evolve(evaluations: int, seed: int = 0, algorithm: str = "nsga2", preset: str = "mini",
-                  train: Optional[dict] = None, device: str = "cpu", store: Optional[Store] = None) -> int:
-    """Queue a search; `train`: stitch training settings other than the defaults (StitchTrainConfig)."""
+                  train: Optional[dict] = None, task: Optional[dict] = None, device: str = "cpu",
+                  store: Optional[Store] = None) -> int:
+    """Queue a search; `train` and `task`: settings of the stitching layers' feature matching
+    (StitchTrainConfig) and training on labels (TaskTrainConfig) other than their defaults."""
     from snnet.evolve.job import EvolveSpec, submit
 
-    return submit(EvolveSpec(preset, evaluations, seed, algorithm, dict(train or {}), device), store or Store())
+    spec = EvolveSpec(preset, evaluations, seed, algorithm, dict(train or {}), dict(task or {}), device)
+    return submit(spec, store or Store())
 
 
 def evolve_searches(store: Optional[Store] = None) -> list[dict]:
@@ -280,11 +284,11 @@ def evolve_roles(points: Sequence[dict]) -> list[dict]:
 
 def load_supernet(spec: dict):
     """The supernetwork a search ran on (trained stitching layers from the evolve cache), on the CPU."""
-    from snnet.evolve.job import EvolveSpec, train_config
+    from snnet.evolve.job import EvolveSpec, task_config, train_config
     from snnet.evolve.presets import prepare
 
     spec = EvolveSpec.from_json(spec)
-    net, _ = prepare(spec.preset, train_config(spec), quiet=True, seed=spec.seed)
+    net, _ = prepare(spec.preset, train_config(spec), quiet=True, seed=spec.seed, task_config=task_config(spec))
     return net.to("cpu").eval()
 
 

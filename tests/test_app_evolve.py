@@ -19,7 +19,7 @@ POINTS = [([0, 0, 0, 0, 0], 10.0, 0.010, True), ([0, 0, 0, 0, 1], 20.0, 0.005, T
 
 def _search(store: Store, status: str, **fields) -> int:
     job_id = store.add_job("evolve", "evolve:mini", "cpu",
-                           {"preset": "mini", "evaluations": 4, "seed": 3, "algorithm": "nsga2", "train": {}, "device": "cpu"},
+                           {"preset": "mini", "evaluations": 4, "seed": 3, "algorithm": "nsga2", "train": {}, "task": {}, "device": "cpu"},
                            steps=4)
     for genotype, error, gmacs, is_parent in POINTS:
         store.add_evolve_point(job_id, genotype, error, gmacs, is_parent)

@@ -72,7 +72,8 @@ def test_a_search_started_from_the_page_grows_a_front_and_a_clicked_offspring_sh
         tab.get_by_text("No searches yet: start one above.").wait_for(timeout=90_000)  # the tab's run has ended
         tab.get_by_role("spinbutton", name="Evaluations (genotypes asked for)").fill(str(EVALUATIONS))
         tab.get_by_text("Stitch training").click()
-        tab.get_by_role("spinbutton", name="Stitching-layer training steps").fill(str(TRAIN_STEPS))
+        tab.get_by_role("spinbutton", name="Feature-matching steps").fill(str(TRAIN_STEPS))
+        tab.get_by_role("spinbutton", name="Steps on the task's labels").fill(str(TRAIN_STEPS))
         tab.get_by_role("button", name="Start search").click()
         tab.get_by_text(re.compile(r"networks measured of a budget|preparing the supernetwork|starting|loading")).first.wait_for(
             timeout=60_000)

@@ -16,7 +16,7 @@ from snnet.evolve.search import search, top1_error
 from snnet.families.recombined import mini_vit_resnet
 from snnet.store import Store
 
-TRAIN = {"steps": 3}  # a short stitch training: these tests check the plumbing, not the offspring
+TRAIN = TASK = {"steps": 3}  # short stitch trainings: these tests check the plumbing, not the offspring
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def _follow(store, job_id, until, timeout_s=300.0) -> list[dict]:
 
 @pytest.mark.slow
 def test_a_search_job_writes_each_network_as_measured_and_ends_with_the_searchs_own_counts(store):
-    job_id = api.submit_evolve(6, seed=1, algorithm="nsga2", train=TRAIN, store=store)
+    job_id = api.submit_evolve(6, seed=1, algorithm="nsga2", train=TRAIN, task=TASK, store=store)
     seen = _follow(store, job_id, lambda job: job["status"] not in ("queued", "running"))
     job = seen[-1]
     assert job["status"] == "done", job["message"]
@@ -77,7 +77,7 @@ def test_a_search_job_writes_each_network_as_measured_and_ends_with_the_searchs_
 
 @pytest.mark.slow
 def test_a_running_search_stops_when_cancelled(store):
-    job_id = api.submit_evolve(300, seed=0, algorithm="random", train=TRAIN, store=store)
+    job_id = api.submit_evolve(300, seed=0, algorithm="random", train=TRAIN, task=TASK, store=store)
     _follow(store, job_id, lambda job: len(job["points"]) >= 5)  # the parents and two offspring
     api.cancel_job(job_id, store)
     job = _follow(store, job_id, lambda job: job["status"] not in ("queued", "running"), timeout_s=60)[-1]
@@ -94,6 +94,7 @@ def test_a_running_search_stops_when_cancelled(store):
     (dict(evaluations=5, algorithm="grid"), "unknown search algorithm 'grid': choose from nsga2, random"),
     (dict(evaluations=5, preset="huge"), "unknown preset 'huge': choose from mini"),
     (dict(evaluations=5, train={"epochs": 2}), "stitch training has no setting(s) epochs: choose from"),
+    (dict(evaluations=5, task={"steps": -1}), "training on the task needs steps >= 0 and batch size >= 1, got -1"),
 ])
 def test_bad_search_requests_are_one_line_and_queue_nothing(store, arguments, message):
     with pytest.raises(SnnetError) as error:

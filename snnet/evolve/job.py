@@ -13,7 +13,7 @@ from snnet.errors import SnnetError
 from snnet.store import Store
 
 KIND = "evolve"
-PREPARING = "preparing the supernetwork (matching the parents, training the stitching layers once)"
+PREPARING = "preparing the supernetwork (matching the parents; training the stitching layers, once per setting)"
 
 
 @dataclass
@@ -23,6 +23,7 @@ class EvolveSpec:
     seed: int = 0
     algorithm: str = "nsga2"
     train: dict = field(default_factory=dict)  # StitchTrainConfig fields that differ from its defaults
+    task: dict = field(default_factory=dict)  # TaskTrainConfig fields (the training on labels) likewise
     device: str = "cpu"
 
     kind = KIND
@@ -38,15 +39,26 @@ class EvolveSpec:
         return cls(**{key: value for key, value in spec.items() if key in known})
 
 
+def _config(config_class, overrides: dict, what: str):
+    known = {f.name for f in fields(config_class)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise SnnetError(f"{what} has no setting(s) {', '.join(unknown)}: choose from {', '.join(sorted(known))}")
+    return config_class(**overrides)
+
+
 def train_config(spec: EvolveSpec):
     """The stitch training the spec asks for; with equal settings, prepare() finds the same cache."""
     from snnet.evolve.train import StitchTrainConfig
 
-    known = {f.name for f in fields(StitchTrainConfig)}
-    unknown = sorted(set(spec.train) - known)
-    if unknown:
-        raise SnnetError(f"stitch training has no setting(s) {', '.join(unknown)}: choose from {', '.join(sorted(known))}")
-    return StitchTrainConfig(**spec.train)
+    return _config(StitchTrainConfig, spec.train, "stitch training")
+
+
+def task_config(spec: EvolveSpec):
+    """The stitching layers' training on the task's labels, after feature matching."""
+    from snnet.evolve.train import TaskTrainConfig
+
+    return _config(TaskTrainConfig, spec.task, "training on the task")
 
 
 def validate(spec: EvolveSpec) -> EvolveSpec:
@@ -63,9 +75,9 @@ def validate(spec: EvolveSpec) -> EvolveSpec:
         raise SnnetError(f"unknown search algorithm {spec.algorithm!r}: choose from {', '.join(ALGORITHMS)}")
     if isinstance(spec.evaluations, bool) or not isinstance(spec.evaluations, int) or spec.evaluations < 1:
         raise SnnetError(f"the evaluation budget must be a whole number of at least 1, got {spec.evaluations!r}")
-    config = train_config(spec)
-    if config.steps < 0 or config.batch_size < 1:
-        raise SnnetError(f"stitch training needs steps >= 0 and batch size >= 1, got {config.steps} and {config.batch_size}")
+    for config, what in ((train_config(spec), "stitch training"), (task_config(spec), "training on the task")):
+        if config.steps < 0 or config.batch_size < 1:
+            raise SnnetError(f"{what} needs steps >= 0 and batch size >= 1, got {config.steps} and {config.batch_size}")
     device = resolve_device(spec.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -91,7 +103,7 @@ def work(job_id: int, spec: EvolveSpec, store: Store) -> dict:
     started = time.perf_counter()
     store.clear_evolve_points(job_id)  # a resumed search starts over: its points must be this run's
     store.update_job(job_id, stage=PREPARING, step=0, steps=spec.evaluations, eta_s=None)
-    net, info = prepare(spec.preset, train_config(spec), quiet=False, seed=spec.seed)
+    net, info = prepare(spec.preset, train_config(spec), quiet=False, seed=spec.seed, task_config=task_config(spec))
     if store.get_job(job_id)["cancel"]:
         raise Cancelled()
     net = net.to(resolve_device(spec.device)).eval()
