@@ -1,5 +1,5 @@
-"""The page, top to bottom: sidebar choices, then the Explorer, Fine-tune and Teaching tabs, or
-the presenter's view alone.
+"""The page, top to bottom: sidebar choices, then the Explorer, Fine-tune, Teaching and Evolve tabs,
+or the presenter's view alone.
 
 Every backend failure the user can cause (missing weights, a bad file, a failing job) arrives as
 an SnnetError and is shown as one line; anything else is shown as one line too, never a traceback.
@@ -8,7 +8,7 @@ import traceback
 
 import streamlit as st
 
-from app import explorer, finetune, present, teaching
+from app import evolve, explorer, finetune, present, teaching
 from app.state import (follow_in_address, get_net, get_store, launch_options, load_rows, presenting, selected_id,
                        sidebar)
 from snnet.errors import SnnetError, out_of_memory
@@ -30,7 +30,7 @@ def page() -> None:
     if presenter:
         guarded(present.render, view, net, rows, selected)
         return
-    explore, tune, teach = st.tabs(["Explorer", "Fine-tune", "Teaching"])
+    explore, tune, teach, recombine = st.tabs(["Explorer", "Fine-tune", "Teaching", "Evolve"])
     with explore:
         guarded(explorer.render, view, net, rows, before, selected, store)
     with tune:
@@ -38,6 +38,9 @@ def page() -> None:
         guarded(finetune.panel, view, store)
     with teach:
         guarded(teaching.render, net, rows)
+    with recombine:  # its own networks: the sidebar's family and weights do not apply
+        guarded(evolve.render, store)
+        guarded(evolve.details, store)
 
 
 def guarded(section, *args) -> None:

@@ -173,6 +173,12 @@ def results(net: StitchableNet, split: Optional[str] = None, store: Optional[Sto
 def predict(net: StitchableNet, stitch: int, images: Sequence, top: int = 5) -> list[dict]:
     """Top classes of each image (a path or a PIL image) through one configuration."""
     net.space[stitch]  # a bad id fails before any image is read
+    return [{**row, "stitch": stitch} for row in _top_classes(net, lambda x: net(x, stitch=stitch), images, top)]
+
+
+def _top_classes(net: StitchableNet, run: Callable[[torch.Tensor], torch.Tensor], images: Sequence,
+                 top: int) -> list[dict]:
+    """Each image prepared as the family's task prepares it, through `run` (a batch to logits)."""
     family = net.family
     labels = family.task.class_labels(family)
     device = next(net.parameters()).device
@@ -182,10 +188,137 @@ def predict(net: StitchableNet, stitch: int, images: Sequence, top: int = 5) -> 
         pil = load_image(image) if isinstance(image, (str, Path)) else image
         x = family.task.preprocess(family, pil)[None].to(device)
         with torch.no_grad():
-            probs = net(x, stitch=stitch).float().softmax(dim=1)[0]
-            elapsed = latency_ms(lambda inp: net(inp, stitch=stitch), x, repeats=5, warmup=1)
+            probs = run(x).float().softmax(dim=1)[0]
+            elapsed = latency_ms(run, x, repeats=5, warmup=1)
         values, indices = probs.topk(min(top, len(probs)))
-        out.append({"image": name, "stitch": stitch, "latency_ms": elapsed,
+        out.append({"image": name, "latency_ms": elapsed,
                     "top5": [{"class_index": int(i), "label": labels[int(i)], "prob": float(p)}
                              for p, i in zip(values, indices)]})
     return out
+
+
+# Evolve: searches of a supernetwork's offspring (snnet.evolve), run as background jobs. A search's
+# measured networks are rows of the store, each named by its genotype as an active key.
+
+def evolve_defaults() -> dict:
+    """What a search form starts from, each default held once (EvolveSpec, StitchTrainConfig)."""
+    from snnet.evolve.job import EvolveSpec
+    from snnet.evolve.presets import PRESETS
+    from snnet.evolve.search import ALGORITHMS
+    from snnet.evolve.train import StitchTrainConfig, TaskTrainConfig
+
+    spec = EvolveSpec()
+    return {"preset": spec.preset, "presets": list(PRESETS), "evaluations": spec.evaluations, "seed": spec.seed,
+            "algorithm": spec.algorithm, "algorithms": list(ALGORITHMS), "train_steps": StitchTrainConfig().steps,
+            "task_steps": TaskTrainConfig().steps}
+
+
+def submit_evolve(evaluations: int, seed: int = 0, algorithm: str = "nsga2", preset: str = "mini",
+                  train: Optional[dict] = None, task: Optional[dict] = None, device: str = "cpu",
+                  store: Optional[Store] = None) -> int:
+    """Queue a search; `train` and `task`: settings of the stitching layers' feature matching
+    (StitchTrainConfig) and training on labels (TaskTrainConfig) other than their defaults."""
+    from snnet.evolve.job import EvolveSpec, submit
+
+    spec = EvolveSpec(preset, evaluations, seed, algorithm, dict(train or {}), dict(task or {}), device)
+    return submit(spec, store or Store())
+
+
+def evolve_searches(store: Optional[Store] = None) -> list[dict]:
+    """Every evolve search, newest first; a search whose worker died reads as failed."""
+    from snnet import jobs
+    from snnet.evolve.job import KIND
+
+    store = store or Store()
+    jobs.refresh(store)
+    return [job for job in store.list_jobs() if job["kind"] == KIND]
+
+
+def evolve_search(job_id: int, store: Optional[Store] = None) -> dict:
+    """One search (its job row) with the networks measured so far, in the order they were measured;
+    a search whose worker died reads as failed."""
+    from snnet import jobs
+    from snnet.evolve.job import KIND
+
+    store = store or Store()
+    jobs.refresh(store)
+    job = store.get_job(job_id)
+    if job is None or job["kind"] != KIND:
+        raise SnnetError(f"no evolve search {job_id}")
+    return {**job, "points": store.get_evolve_points(job_id)}
+
+
+def cancel_job(job_id: int, store: Optional[Store] = None) -> None:
+    from snnet import jobs
+
+    jobs.cancel(store or Store(), job_id)
+
+
+def evolve_roles(points: Sequence[dict]) -> list[dict]:
+    """Each measured network with its role ("parent A", "parent B", "ensemble" or "offspring"),
+    whether it is on the Pareto front of everything measured, whether it dominates a parent (no
+    worse on error and cost, better on one), and whether no parent dominates it (a trade-off
+    neither parent has)."""
+    from snnet.evolve.supernet import ENSEMBLE, OUTPUTS
+    from snnet.pareto import pareto_front
+
+    def role(point: dict) -> str:
+        if not point["is_parent"]:
+            return "offspring"
+        output = point["genotype"][-1]  # a parent's switches are all off: its output says which it is
+        return OUTPUTS[output] if output == ENSEMBLE else f"parent {OUTPUTS[output]}"
+
+    def dominates(a: dict, b: dict) -> bool:
+        return a["error"] <= b["error"] and a["gmacs"] <= b["gmacs"] and (a["error"], a["gmacs"]) != (b["error"], b["gmacs"])
+
+    rows = [{**point, "role": role(point), "top1": 100.0 - point["error"]} for point in points]
+    parents = [row for row in rows if row["role"].startswith("parent")]
+    front = {tuple(row["genotype"]) for row in pareto_front(rows)}
+    for row in rows:
+        row["on_front"] = tuple(row["genotype"]) in front
+        offspring = row["role"] == "offspring"
+        row["dominates_parent"] = offspring and any(dominates(row, parent) for parent in parents)
+        row["new_tradeoff"] = offspring and bool(parents) and not any(dominates(parent, row) for parent in parents)
+    return rows
+
+
+def load_supernet(spec: dict):
+    """The supernetwork a search ran on (trained stitching layers from the evolve cache), on the CPU."""
+    from snnet.evolve.job import EvolveSpec, task_config, train_config
+    from snnet.evolve.presets import prepare
+
+    spec = EvolveSpec.from_json(spec)
+    net, _ = prepare(spec.preset, train_config(spec), quiet=True, seed=spec.seed, task_config=task_config(spec))
+    return net.to("cpu").eval()
+
+
+def offspring_summary(net, genotype: Sequence[int]) -> dict:
+    """What an offspring runs (one path, or two whose logits are averaged) and what it costs."""
+    genotype = net.genome.check(genotype)
+    cost = net.offspring_cost(genotype)
+    return {"genotype": list(genotype), "paths": net.genome.decode(genotype), "gmacs": cost.gmacs,
+            "params_m": cost.params_m}
+
+
+def offspring_test_error(net, job_id: int, genotype: Sequence[int], store: Optional[Store] = None) -> float:
+    """An offspring's test error: from the store when its search measured it, else measured now
+    and kept with the search's points."""
+    from snnet.evolve.search import top1_error
+
+    store = store or Store()
+    known = {tuple(p["genotype"]): p for p in store.get_evolve_points(job_id)}
+    point = known.get(tuple(genotype))
+    if point is not None and point["test_error"] is not None:
+        return point["test_error"]
+    test_error = top1_error(net, genotype, *net.family.task.eval_set(net.family, "test"))
+    if point is not None:
+        store.set_evolve_test_error(job_id, list(genotype), test_error)
+    return test_error
+
+
+def predict_genotype(net, genotype: Sequence[int], images: Sequence, top: int = 5) -> list[dict]:
+    """Top classes of each image through an offspring of a supernetwork."""
+    genotype = net.genome.check(genotype)  # a bad genotype fails before any image is read
+    net.offspring(genotype)  # its paths join the space before the timed runs
+    return [{**row, "genotype": list(genotype)}
+            for row in _top_classes(net, lambda x: net.forward_genotype(x, genotype), images, top)]

@@ -1,4 +1,5 @@
-"""Background jobs: fine-tunes and evaluations, each in its own process, one at a time per device.
+"""Background jobs: fine-tunes, evaluations and evolve searches, each in its own process, one at a
+time per device.
 
 A page (or the CLI) submits a job, which is a row in the store, and returns at once. `dispatch`
 starts a worker process for the oldest queued job of a device with nothing running. The worker
@@ -176,11 +177,17 @@ def run_job(job_id: int, store: Store) -> None:
     job = store.get_job(job_id)
     if job is None:
         raise SnnetError(f"no job {job_id}")
-    known = {f.name for f in fields(JobSpec)}
-    spec = JobSpec(**{k: v for k, v in job["spec"].items() if k in known})
+    if job["kind"] == "evolve":  # its own spec and work live with the search (snnet/evolve/job.py)
+        from snnet.evolve.job import EvolveSpec
+        from snnet.evolve.job import work as evolve_work
+
+        spec, work = EvolveSpec.from_json(job["spec"]), evolve_work
+    else:
+        known = {f.name for f in fields(JobSpec)}
+        spec, work = JobSpec(**{k: v for k, v in job["spec"].items() if k in known}), _work
     store.update_job(job_id, pid=os.getpid(), stage="loading the network")
     try:
-        result = _work(job_id, spec, store)
+        result = work(job_id, spec, store)
         store.update_job(job_id, status="done", stage="done", result=result, eta_s=0.0, finished=time.time())
     except Cancelled:
         store.update_job(job_id, status="cancelled", stage="cancelled", finished=time.time())
@@ -194,9 +201,11 @@ def run_job(job_id: int, store: Store) -> None:
         dispatch(store, spec.device)
 
 
-def _describe(error: Exception, spec: JobSpec, stage: str) -> str:
-    if out_of_memory(error):
+def _describe(error: Exception, spec, stage: str) -> str:
+    if out_of_memory(error) and hasattr(spec, "batch_size"):
         return f"out of memory on {spec.device} while {stage} (batch size {spec.batch_size}): try a smaller batch"
+    if out_of_memory(error):
+        return f"out of memory on {spec.device} while {stage}"
     first_line = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {first_line}"
 

@@ -4,8 +4,9 @@ Metrics are keyed by family, a content hash of the weights, the configuration id
 the evaluation settings, so a changed checkpoint never gets stale numbers. SQLite in WAL mode lets
 any number of readers (app pages) work beside one writer (a job).
 
-Jobs (fine-tunes, evaluations) are rows that a worker process claims and updates; their progress
-is a table of (step, loss) points, so a page that reloads, or a second browser, sees the same state.
+Jobs (fine-tunes, evaluations, evolve searches) are rows that a worker process claims and updates;
+their progress is a table of (step, loss) points, and an evolve search's a table of the networks it
+measured, so a page that reloads, or a second browser, sees the same state.
 """
 import json
 import os
@@ -38,6 +39,11 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS job_progress (
     job_id INTEGER NOT NULL, step INTEGER NOT NULL, loss REAL, time REAL,
     PRIMARY KEY (job_id, step)
+);
+CREATE TABLE IF NOT EXISTS evolve_points (
+    job_id INTEGER NOT NULL, genotype TEXT NOT NULL, error REAL NOT NULL, gmacs REAL NOT NULL,
+    is_parent INTEGER NOT NULL, test_error REAL, seq INTEGER NOT NULL, time REAL,
+    PRIMARY KEY (job_id, genotype)
 );
 """
 JOB_UPDATABLE = ("status", "pid", "step", "steps", "loss", "eta_s", "stage", "message", "result", "started", "finished")
@@ -182,6 +188,32 @@ class Store:
             cursor = connection.execute("SELECT step, loss, time FROM job_progress WHERE job_id=? ORDER BY step",
                                         (job_id,))
             return [dict(row) for row in cursor]
+
+    def add_evolve_point(self, job_id: int, genotype: list[int], error: float, gmacs: float, is_parent: bool) -> None:
+        """One network an evolve search measured (its genotype an active key), numbered in order."""
+        with closing(self._connect()) as connection, connection:
+            connection.execute(
+                "INSERT OR REPLACE INTO evolve_points (job_id, genotype, error, gmacs, is_parent, seq, time) "
+                "VALUES (?, ?, ?, ?, ?, (SELECT COUNT(*) FROM evolve_points WHERE job_id=?), ?)",
+                (job_id, json.dumps(list(genotype)), error, gmacs, int(is_parent), job_id, time.time()))
+
+    def set_evolve_test_error(self, job_id: int, genotype: list[int], test_error: float) -> None:
+        with closing(self._connect()) as connection, connection:
+            connection.execute("UPDATE evolve_points SET test_error=? WHERE job_id=? AND genotype=?",
+                               (test_error, job_id, json.dumps(list(genotype))))
+
+    def get_evolve_points(self, job_id: int) -> list[dict]:
+        """A search's measured networks in the order they were measured."""
+        with closing(self._connect()) as connection:
+            cursor = connection.execute("SELECT genotype, error, gmacs, is_parent, test_error FROM evolve_points "
+                                        "WHERE job_id=? ORDER BY seq", (job_id,))
+            return [{**dict(row), "genotype": json.loads(row["genotype"]), "is_parent": bool(row["is_parent"])}
+                    for row in cursor]
+
+    def clear_evolve_points(self, job_id: int) -> None:
+        """A search that starts again (resumed) measures everything again."""
+        with closing(self._connect()) as connection, connection:
+            connection.execute("DELETE FROM evolve_points WHERE job_id=?", (job_id,))
 
 
 def _job(row: sqlite3.Row) -> dict:

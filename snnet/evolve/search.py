@@ -9,7 +9,7 @@ evaluated, the parents and their ensemble included (they are always evaluated, o
 """
 import time
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -51,10 +51,15 @@ def top1_error(net: Supernet, genotype: Sequence[int], images: torch.Tensor, lab
 
 
 class Evaluator:
-    """(error, GMACs) of genotypes, cached by active key; counts what the cache saved."""
+    """(error, GMACs) of genotypes, cached by active key; counts what the cache saved.
 
-    def __init__(self, net: Supernet, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 300):
+    `on_evaluated` hears of every network measured (the parents first), as it is measured, so a
+    job can publish a search while it runs; a request answered from the cache is not news."""
+
+    def __init__(self, net: Supernet, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 300,
+                 on_evaluated: Optional[Callable[[Evaluated], None]] = None):
         self.net, self.images, self.labels, self.batch_size = net, images, labels, batch_size
+        self.on_evaluated = on_evaluated
         self.results: dict[tuple[int, ...], Evaluated] = {}
         self.parents = {key: name for name, key in parent_genotypes(net).items()}
         self.requests = 0  # every genotype asked for
@@ -71,6 +76,8 @@ class Evaluator:
         found = Evaluated(key, top1_error(self.net, key, self.images, self.labels, self.batch_size),
                           self.net.offspring_cost(key).gmacs, key in self.parents)
         self.results[key] = found
+        if self.on_evaluated is not None:
+            self.on_evaluated(found)
         return found
 
     def __call__(self, genotype: Sequence[int]) -> Evaluated:
@@ -132,15 +139,16 @@ def nsga2_search(evaluator: Evaluator, budget: int, seed: int, pop_size: int = 2
 
 def search(net: Supernet, images: torch.Tensor, labels: torch.Tensor, budget: int, seed: int = 0,
            algorithm: str = "nsga2", test_set: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-           batch_size: int = 300) -> dict:
+           batch_size: int = 300, on_evaluated: Optional[Callable[[Evaluated], None]] = None) -> dict:
     """Search the offspring of `net` on (images, labels); returns the front and the counts, and with
-    `test_set` the front's entries evaluated again there (how well the choice generalises)."""
+    `test_set` the front's entries evaluated again there (how well the choice generalises).
+    `on_evaluated` is called with each network as it is measured (see Evaluator)."""
     if algorithm not in ALGORITHMS:
         raise SnnetError(f"unknown search algorithm {algorithm!r}: choose from {', '.join(ALGORITHMS)}")
     if budget < 1:
         raise SnnetError(f"the evaluation budget must be at least 1, got {budget}")
     started = time.perf_counter()
-    evaluator = Evaluator(net, images, labels, batch_size)
+    evaluator = Evaluator(net, images, labels, batch_size, on_evaluated)
     (nsga2_search if algorithm == "nsga2" else random_search)(evaluator, budget, seed)
     front = pareto_front(list(evaluator.results.values()))
     by_name = {name: evaluator.results[key] for name, key in parent_genotypes(net).items()}
