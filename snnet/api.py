@@ -255,31 +255,10 @@ def cancel_job(job_id: int, store: Optional[Store] = None) -> None:
 
 
 def evolve_roles(points: Sequence[dict]) -> list[dict]:
-    """Each measured network with its role ("parent A", "parent B", "ensemble" or "offspring"),
-    whether it is on the Pareto front of everything measured, whether it dominates a parent (no
-    worse on error and cost, better on one), and whether no parent dominates it (a trade-off
-    neither parent has)."""
-    from snnet.evolve.supernet import ENSEMBLE, OUTPUTS
-    from snnet.pareto import pareto_front
+    """Each measured network with its role and standing (see snnet.evolve.search.roles)."""
+    from snnet.evolve.search import roles
 
-    def role(point: dict) -> str:
-        if not point["is_parent"]:
-            return "offspring"
-        output = point["genotype"][-1]  # a parent's switches are all off: its output says which it is
-        return OUTPUTS[output] if output == ENSEMBLE else f"parent {OUTPUTS[output]}"
-
-    def dominates(a: dict, b: dict) -> bool:
-        return a["error"] <= b["error"] and a["gmacs"] <= b["gmacs"] and (a["error"], a["gmacs"]) != (b["error"], b["gmacs"])
-
-    rows = [{**point, "role": role(point), "top1": 100.0 - point["error"]} for point in points]
-    parents = [row for row in rows if row["role"].startswith("parent")]
-    front = {tuple(row["genotype"]) for row in pareto_front(rows)}
-    for row in rows:
-        row["on_front"] = tuple(row["genotype"]) in front
-        offspring = row["role"] == "offspring"
-        row["dominates_parent"] = offspring and any(dominates(row, parent) for parent in parents)
-        row["new_tradeoff"] = offspring and bool(parents) and not any(dominates(parent, row) for parent in parents)
-    return rows
+    return roles(points)
 
 
 def load_supernet(spec: dict):

@@ -272,29 +272,21 @@ def cmd_evolve(args: argparse.Namespace) -> None:
     print(f"{result['algorithm']}: {result['requests']} requests, {result['evaluations']} evaluated, "
           f"{result['skipped_inactive']} answered from the cache ({result['total_s']:.0f} s)")
     test_errors = {tuple(e["genotype"]): e["error"] for e in result["test_front"]}
-    rows = [{**entry, "genotype": " ".join(map(str, entry["genotype"])),
-             "gmacs": f"{entry['gmacs']:.4f}",
-             "test_error": test_errors[tuple(entry["genotype"])], "kind": "parent" if entry["is_parent"] else ""}
+    parents = {tuple(e["genotype"]) for e in result["front"] if e["is_parent"]}
+    dominating = {tuple(g) for g in result["dominates_parent"]}
+    new = {tuple(g) for g in result["no_parent_dominates"]}
+
+    def kind(genotype: tuple) -> str:
+        if genotype in parents:
+            return "parent" if genotype[-1] < 2 else "ensemble"
+        return "dominates a parent" if genotype in dominating else "no parent dominates it" if genotype in new else ""
+
+    rows = [{**entry, "genotype": " ".join(map(str, entry["genotype"])), "gmacs": f"{entry['gmacs']:.4f}",
+             "test_error": test_errors[tuple(entry["genotype"])], "kind": kind(tuple(entry["genotype"]))}
             for entry in result["front"]]
     print("Pareto front (val error; test error as a check)")
     _print_rows(rows, [("genotype", "genotype", "16"), ("GMACs", "gmacs", "8"), ("error", "error", "6"),
-                       ("test_error", "test_error", "10"), ("kind", "kind", "6")])
-
-
-def cmd_export(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from snnet.api import load_net
-    from snnet.export import INPUT_NAME, OUTPUT_NAME, check_format, export, path_net
-
-    check_format(args.format)  # before the network loads
-    net = load_net(args.family, args.weights, official_compat=args.official_compat)
-    out = export(net, args.stitch, args.format, Path(args.out))
-    family = net.family
-    params_m = sum(p.numel() for p in path_net(net, args.stitch).parameters()) / 1e6
-    print(f"wrote {out} ({args.format}, {out.stat().st_size / 1e6:.2f} MB): configuration {args.stitch} of "
-          f"{family.name}, {params_m:.4g} M parameters; input '{INPUT_NAME}' N x "
-          f"{' x '.join(map(str, family.input_size))}, output '{OUTPUT_NAME}' N x {family.num_classes}")
+                       ("test_error", "test_error", "10"), ("kind", "kind", "22")])
 
 
 def build_parser() -> argparse.ArgumentParser:

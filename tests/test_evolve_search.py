@@ -150,6 +150,11 @@ def test_the_front_is_non_dominated_and_each_entry_is_what_its_genotype_measures
     a = {"error": result["parents"][0]["error"], "gmacs": result["parents"][0]["gmacs"]}
     assert a["gmacs"] == supernet.offspring_cost(by_output["A"]).gmacs
     assert any(_dominates(e, a) for e in front) or list(by_output["A"]) in [e["genotype"] for e in front]
+    # highlights, brute force against the two parents as measured
+    two = [{"error": p["error"], "gmacs": p["gmacs"]} for p in result["parents"]]
+    offspring = [e for e in front if not e["is_parent"]]
+    assert result["dominates_parent"] == [e["genotype"] for e in offspring if any(_dominates(e, p) for p in two)]
+    assert result["no_parent_dominates"] == [e["genotype"] for e in offspring if not any(_dominates(p, e) for p in two)]
 
 
 @pytest.mark.slow

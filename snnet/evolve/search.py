@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from snnet.errors import SnnetError
-from snnet.evolve.supernet import OUTPUTS, Supernet
+from snnet.evolve.supernet import ENSEMBLE, OUTPUTS, Supernet
 from snnet.pareto import pareto_front as front_of_rows
 
 ALGORITHMS = ("nsga2", "random")
@@ -95,6 +95,31 @@ def pareto_front(entries: Sequence[Evaluated]) -> list[Evaluated]:
     return [row["entry"] for row in front_of_rows(rows)]
 
 
+def roles(points: Sequence[dict]) -> list[dict]:
+    """Each measured network with its role ("parent A", "parent B", "ensemble" or "offspring"),
+    whether it is on the Pareto front of everything measured, whether it dominates a parent (no
+    worse on error and cost, better on one), and whether no parent dominates it (a trade-off
+    neither parent has)."""
+    def role(point: dict) -> str:
+        if not point["is_parent"]:
+            return "offspring"
+        output = point["genotype"][-1]  # a parent's switches are all off: its output says which it is
+        return OUTPUTS[output] if output == ENSEMBLE else f"parent {OUTPUTS[output]}"
+
+    def dominates(a: dict, b: dict) -> bool:
+        return a["error"] <= b["error"] and a["gmacs"] <= b["gmacs"] and (a["error"], a["gmacs"]) != (b["error"], b["gmacs"])
+
+    rows = [{**point, "role": role(point), "top1": 100.0 - point["error"]} for point in points]
+    parents = [row for row in rows if row["role"].startswith("parent")]
+    front = {tuple(row["genotype"]) for row in front_of_rows(rows)}
+    for row in rows:
+        row["on_front"] = tuple(row["genotype"]) in front
+        offspring = row["role"] == "offspring"
+        row["dominates_parent"] = offspring and any(dominates(row, parent) for parent in parents)
+        row["new_tradeoff"] = offspring and bool(parents) and not any(dominates(parent, row) for parent in parents)
+    return rows
+
+
 def random_search(evaluator: Evaluator, budget: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     length = evaluator.net.genome.length
@@ -152,6 +177,7 @@ def search(net: Supernet, images: torch.Tensor, labels: torch.Tensor, budget: in
     (nsga2_search if algorithm == "nsga2" else random_search)(evaluator, budget, seed)
     front = pareto_front(list(evaluator.results.values()))
     by_name = {name: evaluator.results[key] for name, key in parent_genotypes(net).items()}
+    standing = {tuple(row["genotype"]): row for row in roles([entry.json() for entry in evaluator.results.values()])}
     result = {
         "algorithm": algorithm, "budget": budget, "seed": seed,
         "parents": [{"name": net.family.anchor_names[i], "error": by_name[name].error, "gmacs": by_name[name].gmacs}
@@ -161,6 +187,9 @@ def search(net: Supernet, images: torch.Tensor, labels: torch.Tensor, budget: in
         "requests": evaluator.requests,
         "evaluations": evaluator.evaluations,
         "skipped_inactive": evaluator.skipped_inactive,
+        # offspring on the front that dominate a parent, and those no parent dominates (new trade-offs)
+        "dominates_parent": [list(e.genotype) for e in front if standing[e.genotype]["dominates_parent"]],
+        "no_parent_dominates": [list(e.genotype) for e in front if standing[e.genotype]["new_tradeoff"]],
         "search_s": time.perf_counter() - started,
     }
     if test_set is not None:
