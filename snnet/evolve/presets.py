@@ -1,8 +1,9 @@
 """Ready-made recombinations: parents with their weights, matching, stitch training, then search.
 
-The trained supernetwork is cached under $SNNET_HOME/evolve (default ~/.cache/snnet/evolve), in a
-folder keyed by the preset, the parents' weights, the matching and the training settings, so a
-second search of the same supernetwork starts at once.
+The trained stitching layers are cached under $SNNET_HOME/evolve (default ~/.cache/snnet/evolve), in
+a folder keyed by the preset, the parents' weights, the matching and the training settings, so a
+second search of the same supernetwork starts at once. The project ships the folder of the default
+settings in checkpoints/evolve, so that a fresh clone searches at once too.
 """
 import hashlib
 import json
@@ -12,6 +13,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from snnet.api import shipped_dir
 from snnet.errors import SnnetError
 from snnet.evolve.matching import match_parents
 from snnet.evolve.search import search
@@ -21,6 +23,7 @@ from snnet.model import StitchableNet
 from snnet.weights import load_weights, save_weights, weights_hash
 
 PRESETS = ("mini",)
+LAYERS_FILE = "stitch_layers.safetensors"  # the parents come from their own files
 FIT_IMAGES = 256  # CKA of the matching and the least-squares start are measured on these
 
 
@@ -29,7 +32,6 @@ def evolve_home() -> Path:
 
 
 def _mini_parents():
-    from snnet.api import shipped_dir
     from snnet.families.recombined import mini_vit_resnet
 
     family = mini_vit_resnet()
@@ -59,11 +61,14 @@ def prepare(preset: str, train_config: StitchTrainConfig = StitchTrainConfig(), 
     key = hashlib.sha256(json.dumps({"preset": preset, "parents": [weights_hash(p) for p in parents],
                                      "pairs": matching.pairs, "train": asdict(train_config), "task": asdict(task_config),
                                      "fit_images": FIT_IMAGES}).encode()).hexdigest()[:16]
-    weights = evolve_home() / f"{preset}-{key}" / "supernet.safetensors"
-    if weights.is_file():
-        load_weights(net, weights)
-        _log(f"trained stitching layers from {weights}", quiet)
-        trained = json.loads((weights.parent / "train.json").read_text())
+    weights = evolve_home() / f"{preset}-{key}" / LAYERS_FILE
+    shipped = shipped_dir("evolve") / f"{preset}-{key}" / LAYERS_FILE
+    found = next((path for path in (weights, shipped) if path.is_file()), None)
+    if found is not None:
+        load_weights(net.stitch_layers, found)
+        _log(f"trained stitching layers from {found}", quiet)
+        trained = json.loads((found.parent / "train.json").read_text())
+        weights = found
     else:
         _log(f"training {len(net.stitch_layers)} stitching layers by feature matching ({train_config.steps} steps)",
              quiet)
@@ -72,7 +77,7 @@ def prepare(preset: str, train_config: StitchTrainConfig = StitchTrainConfig(), 
                                  task.fit_images(family, FIT_IMAGES))
         _log(f"training them on the task ({task_config.steps} steps)", quiet)
         trained["task"] = train_on_task(net, task.train_data(family, task_config.seed), task_config)
-        save_weights(net, weights)
+        save_weights(net.stitch_layers, weights)
         (weights.parent / "train.json").write_text(json.dumps(trained, indent=1))
     info = {"matching": {"pairs": [list(pair) for pair in matching.pairs],
                          "weights": [matching.weights[pair] for pair in matching.pairs],
