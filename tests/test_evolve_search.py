@@ -171,3 +171,18 @@ def test_the_evolve_command_answers_in_json(tmp_path, monkeypatch, capsys):
     assert result["matching"]["pairs"] and sum(result["matching"]["rejected"].values()) > 0
     assert len(result["test_front"]) == len(result["front"])
     assert result["evaluations"] + result["skipped_inactive"] == 20
+
+
+def test_a_fresh_machine_finds_the_presets_trained_layers_in_the_checkpoints(tmp_path, monkeypatch):
+    from snnet.api import shipped_dir
+    from snnet.evolve.presets import LAYERS_FILE, prepare
+    from snnet.weights import read_weights
+
+    monkeypatch.setenv("SNNET_HOME", str(tmp_path))  # nothing cached here
+    net, info = prepare("mini", quiet=True)
+    shipped = list((shipped_dir("evolve")).glob(f"mini-*/{LAYERS_FILE}"))
+    assert [str(path) for path in shipped] == [info["training"]["weights"]]
+    assert info["training"]["task_steps"] == TaskTrainConfig().steps
+    stored = read_weights(shipped[0])
+    assert all(torch.equal(stored[name], t) for name, t in net.stitch_layers.state_dict().items())
+    assert not any((tmp_path / "evolve").glob("*"))  # nothing was trained
