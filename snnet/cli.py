@@ -289,6 +289,22 @@ def cmd_evolve(args: argparse.Namespace) -> None:
                        ("test_error", "test_error", "10"), ("kind", "kind", "22")])
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from snnet.api import load_net
+    from snnet.export import INPUT_NAME, OUTPUT_NAME, check_format, export, path_net
+
+    check_format(args.format)  # before the network loads
+    net = load_net(args.family, args.weights, official_compat=args.official_compat)
+    out = export(net, args.stitch, args.format, Path(args.out))
+    family = net.family
+    params_m = sum(p.numel() for p in path_net(net, args.stitch).parameters()) / 1e6
+    print(f"wrote {out} ({args.format}, {out.stat().st_size / 1e6:.2f} MB): configuration {args.stitch} of "
+          f"{family.name}, {params_m:.4g} M parameters; input '{INPUT_NAME}' N x "
+          f"{' x '.join(map(str, family.input_size))}, output '{OUTPUT_NAME}' N x {family.num_classes}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m snnet", description="Stitchable Neural Networks")
     commands = parser.add_subparsers(dest="command", required=True)
