@@ -156,11 +156,12 @@ def test_stitching_layers_go_both_ways_and_make_or_drop_the_class_token(supernet
     assert supernet.space.layer_pairs == ((0, 1), (1, 0)) * 3
     into_resnet, into_vit = supernet.stitch_layers[0], supernet.stitch_layers[1]
     assert type(into_resnet).__name__ == "TokensToMap" and into_resnet.drop_tokens == 1
-    assert type(into_vit).__name__ == "MapToTokens" and into_vit.prefix.shape == (1, 32)
+    width = supernet.anchors[0].embed_dim  # the ViT's tokens; the ResNet's first stage has 16 channels
+    assert type(into_vit).__name__ == "MapToTokens" and into_vit.prefix.shape == (1, width)
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
-        assert into_resnet(torch.randn(2, 65, 32)).shape == (2, 16, 8, 8)
-        assert into_vit(torch.randn(2, 16, 8, 8)).shape == (2, 65, 32)
+        assert into_resnet(torch.randn(2, 65, width)).shape == (2, 16, 8, 8)
+        assert into_vit(torch.randn(2, 16, 8, 8)).shape == (2, 65, width)
         assert supernet.forward_genotype(x, (1, 0, 0, 0, 0, 0, 1)).shape == (2, 10)
 
 
