@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Optional
 
 from snnet.errors import SnnetError
 from snnet.evolve.matching import match_parents
@@ -44,7 +45,8 @@ def _log(message: str, quiet: bool) -> None:
 
 
 def run_preset(preset: str, evaluations: int, seed: int = 0, algorithm: str = "nsga2",
-               train_config: StitchTrainConfig = StitchTrainConfig(), quiet: bool = False) -> dict:
+               train_config: StitchTrainConfig = StitchTrainConfig(), quiet: bool = False, workers: int = 1,
+               scheduler: Optional[str] = None) -> dict:
     if preset not in PRESETS:
         raise SnnetError(f"unknown preset {preset!r}: choose from {', '.join(PRESETS)}")
     started = time.perf_counter()
@@ -72,7 +74,7 @@ def run_preset(preset: str, evaluations: int, seed: int = 0, algorithm: str = "n
     net.eval()
     _log(f"searching ({algorithm}, {evaluations} requests, seed {seed})", quiet)
     result = search(net, *task.eval_set(family, "val"), budget=evaluations, seed=seed, algorithm=algorithm,
-                    test_set=task.eval_set(family, "test"))
+                    test_set=task.eval_set(family, "test"), workers=workers, scheduler=scheduler)
     return {
         "preset": preset,
         **result,
