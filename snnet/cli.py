@@ -261,9 +261,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_evolve(args: argparse.Namespace) -> None:
+    from snnet.evolve import parallel
     from snnet.evolve.presets import run_preset
 
-    result = run_preset(args.preset, args.evaluations, args.seed, args.algorithm, quiet=args.json)
+    parallel.check(args.workers, args.scheduler)
+    result = run_preset(args.preset, args.evaluations, args.seed, args.algorithm, quiet=args.json,
+                        workers=args.workers, scheduler=args.scheduler)
     if args.json:
         print(json.dumps(result, indent=1))
         return
@@ -432,6 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
     evolve.add_argument("--seed", type=int, default=0)
     evolve.add_argument("--algorithm", default="nsga2", choices=["nsga2", "random"],
                         help="NSGA-II, or random search as its baseline")
+    evolve.add_argument("--workers", type=int, default=1,
+                        help="local processes that evaluate offspring side by side (default 1: this process)")
+    evolve.add_argument("--scheduler", metavar="ADDRESS",
+                        help="evaluate on the Dask cluster of this scheduler (e.g. tcp://10.0.0.5:8786); "
+                             "its workers need snnet installed")
     evolve.add_argument("--json", action="store_true")
     evolve.set_defaults(run=cmd_evolve)
 

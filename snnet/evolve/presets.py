@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Optional
 
 from snnet.api import shipped_dir
 from snnet.errors import SnnetError
@@ -89,13 +90,14 @@ def prepare(preset: str, train_config: StitchTrainConfig = StitchTrainConfig(), 
 
 
 def run_preset(preset: str, evaluations: int, seed: int = 0, algorithm: str = "nsga2",
-               train_config: StitchTrainConfig = StitchTrainConfig(), quiet: bool = False) -> dict:
-    """Prepare the preset's supernetwork, then search its offspring on the validation split and
-    check the front on the test split."""
+               train_config: StitchTrainConfig = StitchTrainConfig(), quiet: bool = False, workers: int = 1,
+               scheduler: Optional[str] = None) -> dict:
+    """Prepare the preset's supernetwork, then search its offspring on the validation split (here, in
+    `workers` processes or on the Dask cluster at `scheduler`) and check the front on the test split."""
     started = time.perf_counter()
     net, info = prepare(preset, train_config, quiet, seed)
     task = net.family.task
     _log(f"searching ({algorithm}, {evaluations} requests, seed {seed})", quiet)
     result = search(net, *task.eval_set(net.family, "val"), budget=evaluations, seed=seed, algorithm=algorithm,
-                    test_set=task.eval_set(net.family, "test"))
+                    test_set=task.eval_set(net.family, "test"), workers=workers, scheduler=scheduler)
     return {"preset": preset, **result, **info, "total_s": time.perf_counter() - started}

@@ -4,9 +4,13 @@ Two objectives, both minimised: error (100 - top-1 %, on an evaluation set) and 
 what the offspring runs). NSGA-II (pymoo) searches genotypes under a budget of requests; random
 search with the same budget and seed is its baseline. Many genotypes run the same network (a switch
 no trace reads changes nothing), so evaluations are cached by the supernetwork's active key: a
-request whose key was seen costs nothing. The result is the non-dominated set of everything
-evaluated, the parents and their ensemble included (they are always evaluated, outside the budget).
+request whose key was seen costs nothing. Requests are answered a generation at a time: the new keys
+among them go out at once, to worker processes or a Dask cluster where asked (snnet.evolve.parallel),
+and the answers, the counts and so the search are the same wherever they ran. The result is the
+non-dominated set of everything evaluated, the parents and their ensemble included (they are always
+evaluated, outside the budget).
 """
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional, Sequence
@@ -15,10 +19,12 @@ import numpy as np
 import torch
 
 from snnet.errors import SnnetError
+from snnet.evolve.parallel import Dispatch, dispatcher, in_process
 from snnet.evolve.supernet import ENSEMBLE, OUTPUTS, Supernet
 from snnet.pareto import pareto_front as front_of_rows
 
 ALGORITHMS = ("nsga2", "random")
+GENERATION = 20  # genotypes NSGA-II breeds at a time; random search asks in batches of as many
 
 
 @dataclass(frozen=True)
@@ -50,43 +56,69 @@ def top1_error(net: Supernet, genotype: Sequence[int], images: torch.Tensor, lab
     return 100.0 - 100.0 * correct / len(labels)
 
 
-class Evaluator:
-    """(error, GMACs) of genotypes, cached by active key; counts what the cache saved.
+class Scorer:
+    """(error, GMACs) of an active key, on one copy of the supernetwork and the evaluation set: what
+    a worker holds. Picklable, so that it can be shipped to one."""
 
-    `on_evaluated` hears of every network measured (the parents first), as it is measured, so a
-    job can publish a search while it runs; a request answered from the cache is not news."""
+    def __init__(self, net: Supernet, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 300):
+        self.net, self.images, self.labels, self.batch_size = net, images, labels, batch_size
+        # the net adds a path to its space when it first meets one: threads sharing a copy (a Dask
+        # worker with several threads, or workers inside this process) take turns
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {name: value for name, value in self.__dict__.items() if name != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __call__(self, key: tuple[int, ...]) -> tuple[float, float]:
+        with self._lock:
+            return (top1_error(self.net, key, self.images, self.labels, self.batch_size),
+                    self.net.offspring_cost(key).gmacs)
+
+
+class Evaluator:
+    """(error, GMACs) of genotypes, cached by active key; counts what the cache saved. Keys are
+    scored by `dispatch` (snnet.evolve.parallel.dispatcher), by default here, one after another.
+
+    `on_evaluated` hears of every network measured (the parents first), as its batch comes back, so
+    a job can publish a search while it runs; a request answered from the cache is not news."""
 
     def __init__(self, net: Supernet, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 300,
-                 on_evaluated: Optional[Callable[[Evaluated], None]] = None):
-        self.net, self.images, self.labels, self.batch_size = net, images, labels, batch_size
+                 dispatch: Optional[Dispatch] = None, on_evaluated: Optional[Callable[[Evaluated], None]] = None):
+        self.net = net
+        self.dispatch = dispatch or in_process(Scorer(net, images, labels, batch_size))
         self.on_evaluated = on_evaluated
         self.results: dict[tuple[int, ...], Evaluated] = {}
         self.parents = {key: name for name, key in parent_genotypes(net).items()}
         self.requests = 0  # every genotype asked for
-        self.skipped_inactive = 0  # requests answered from the cache
-        for key in self.parents:
-            self._evaluate(key)
+        self.skipped_inactive = 0  # requests answered from the cache, or by another request of the batch
+        self._evaluate(list(self.parents))
 
     @property
     def evaluations(self) -> int:
         """Distinct networks evaluated on requests (the parents' own evaluations not counted)."""
         return self.requests - self.skipped_inactive
 
-    def _evaluate(self, key: tuple[int, ...]) -> Evaluated:
-        found = Evaluated(key, top1_error(self.net, key, self.images, self.labels, self.batch_size),
-                          self.net.offspring_cost(key).gmacs, key in self.parents)
-        self.results[key] = found
-        if self.on_evaluated is not None:
-            self.on_evaluated(found)
-        return found
+    def _evaluate(self, keys: list[tuple[int, ...]]) -> None:
+        for key, (error, gmacs) in zip(keys, self.dispatch(keys)):
+            found = self.results[key] = Evaluated(key, error, gmacs, key in self.parents)
+            if self.on_evaluated is not None:
+                self.on_evaluated(found)
+
+    def batch(self, genotypes: Sequence[Sequence[int]]) -> list[Evaluated]:
+        """Answers to many requests, each new key scored once; the counts are those of asking one by one."""
+        keys = [self.net.active_key(genotype) for genotype in genotypes]
+        new = [key for key in dict.fromkeys(keys) if key not in self.results]
+        self.requests += len(keys)
+        self.skipped_inactive += len(keys) - len(new)
+        self._evaluate(new)
+        return [self.results[key] for key in keys]
 
     def __call__(self, genotype: Sequence[int]) -> Evaluated:
-        key = self.net.active_key(genotype)
-        self.requests += 1
-        if key in self.results:
-            self.skipped_inactive += 1
-            return self.results[key]
-        return self._evaluate(key)
+        return self.batch([genotype])[0]
 
 
 def pareto_front(entries: Sequence[Evaluated]) -> list[Evaluated]:
@@ -123,14 +155,15 @@ def roles(points: Sequence[dict]) -> list[dict]:
 def random_search(evaluator: Evaluator, budget: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     length = evaluator.net.genome.length
-    for _ in range(budget):
-        genotype = tuple(int(g) for g in rng.integers(0, 2, length - 1)) + (int(rng.integers(0, len(OUTPUTS))),)
-        evaluator(genotype)
+    genotypes = [tuple(int(g) for g in rng.integers(0, 2, length - 1)) + (int(rng.integers(0, len(OUTPUTS))),)
+                 for _ in range(budget)]
+    for start in range(0, budget, GENERATION):
+        evaluator.batch(genotypes[start:start + GENERATION])
 
 
-def nsga2_search(evaluator: Evaluator, budget: int, seed: int, pop_size: int = 20) -> None:
+def nsga2_search(evaluator: Evaluator, budget: int, seed: int, pop_size: int = GENERATION) -> None:
     from pymoo.algorithms.moo.nsga2 import NSGA2
-    from pymoo.core.problem import ElementwiseProblem
+    from pymoo.core.problem import Problem
     from pymoo.operators.crossover.sbx import SBX
     from pymoo.operators.mutation.pm import PM
     from pymoo.operators.repair.rounding import RoundingRepair
@@ -138,14 +171,15 @@ def nsga2_search(evaluator: Evaluator, budget: int, seed: int, pop_size: int = 2
 
     length = evaluator.net.genome.length
 
-    class Offspring(ElementwiseProblem):
+    class Offspring(Problem):
         def __init__(self):
             upper = np.array([1] * (length - 1) + [len(OUTPUTS) - 1])
             super().__init__(n_var=length, n_obj=2, xl=np.zeros(length), xu=upper, vtype=int)
 
         def _evaluate(self, x, out, *args, **kwargs):
-            found = evaluator(tuple(int(g) for g in np.round(x)))
-            out["F"] = [found.error, found.gmacs]
+            # a whole generation at once, so that its new keys are scored side by side
+            found = evaluator.batch([tuple(int(g) for g in np.round(row)) for row in x])
+            out["F"] = np.array([[entry.error, entry.gmacs] for entry in found])
 
     pop_size = max(2, min(pop_size, budget))
     algorithm = NSGA2(pop_size=pop_size, n_offsprings=pop_size, sampling=IntegerRandomSampling(),
@@ -164,17 +198,21 @@ def nsga2_search(evaluator: Evaluator, budget: int, seed: int, pop_size: int = 2
 
 def search(net: Supernet, images: torch.Tensor, labels: torch.Tensor, budget: int, seed: int = 0,
            algorithm: str = "nsga2", test_set: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-           batch_size: int = 300, on_evaluated: Optional[Callable[[Evaluated], None]] = None) -> dict:
+           batch_size: int = 300, workers: int = 1, scheduler: Optional[str] = None,
+           on_evaluated: Optional[Callable[[Evaluated], None]] = None) -> dict:
     """Search the offspring of `net` on (images, labels); returns the front and the counts, and with
     `test_set` the front's entries evaluated again there (how well the choice generalises).
-    `on_evaluated` is called with each network as it is measured (see Evaluator)."""
+    Evaluations run here (workers=1), in `workers` local processes, or on the Dask cluster whose
+    scheduler is at `scheduler`; the result is the same. `on_evaluated` is called with each network
+    measured (see Evaluator)."""
     if algorithm not in ALGORITHMS:
         raise SnnetError(f"unknown search algorithm {algorithm!r}: choose from {', '.join(ALGORITHMS)}")
     if budget < 1:
         raise SnnetError(f"the evaluation budget must be at least 1, got {budget}")
     started = time.perf_counter()
-    evaluator = Evaluator(net, images, labels, batch_size, on_evaluated)
-    (nsga2_search if algorithm == "nsga2" else random_search)(evaluator, budget, seed)
+    with dispatcher(Scorer(net, images, labels, batch_size), workers, scheduler) as dispatch:
+        evaluator = Evaluator(net, images, labels, batch_size, dispatch, on_evaluated)
+        (nsga2_search if algorithm == "nsga2" else random_search)(evaluator, budget, seed)
     front = pareto_front(list(evaluator.results.values()))
     by_name = {name: evaluator.results[key] for name, key in parent_genotypes(net).items()}
     standing = {tuple(row["genotype"]): row for row in roles([entry.json() for entry in evaluator.results.values()])}
