@@ -6,6 +6,10 @@ heading names that stitch; upload a small PNG no one uploaded before, timing it 
 predictions appear; remove the upload (it would otherwise be predicted again on every rerun).
 Errors are timeouts, page crashes, JavaScript errors, and Streamlit exception or error boxes.
 
+Every session runs for the given time and, beyond it, until it has done a few iterations, so that
+the test asks for no errors and no starved session, not for a speed: how fast the iterations go
+depends on the machine and on what else runs on it, and is a figure (BENCHMARKS.md), not a check.
+
     .venv/bin/python -m pytest tests/test_load.py      # asserts no errors and a few iterations each
     .venv/bin/python tests/test_load.py                # the same measurement, for BENCHMARKS.md
 
@@ -30,10 +34,11 @@ from browser_support import (CHROMIUM, ERRORS, FLAGS, POINT, PREDICTION, SELECTI
 SESSIONS = int(os.environ.get("SNNET_LOAD_SESSIONS", "8"))
 SECONDS = float(os.environ.get("SNNET_LOAD_SECONDS", "90"))
 MAX_ITERATIONS = 500  # per session: bounds the requests whatever the duration
-# Asked of every session in the default 90 s, so that none starves: an iteration is three reruns
-# (click, upload, removal), and with 8 Chromium renderers beside the server on its 2 cores one took
-# 20-40 s (a room's browsers run elsewhere). Within 60 s, 2 per session failed one run in three here.
+# Asked of every session, however long it takes within OVERTIME_S past the run: an iteration is
+# three reruns (click, upload, removal), and with 8 Chromium renderers beside the server on its 2
+# cores one took 20-40 s here, and over 90 s on a slower, busier CI machine.
 MIN_ITERATIONS = 2
+OVERTIME_S = 600
 # A click or an upload slower than this counts as an error: the slowest of them took up to 45 s
 # beside 8 renderers, once over 60 s.
 STEP_TIMEOUT_MS = 90_000
@@ -47,6 +52,7 @@ class Session:
     click_to_details_s: list[float] = field(default_factory=list)
     upload_to_predictions_s: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # from its page drawn to its last iteration
 
 
 async def _click_a_stitch(page, rng: random.Random) -> float:
@@ -83,12 +89,14 @@ async def _drive(browser, url: str, index: int, seconds: float) -> Session:
     page.on("crash", lambda _: session.errors.append("page crashed"))
     page.on("pageerror", lambda error: session.errors.append(f"JavaScript error: {error}"))
     rng = random.Random(index)
+    started = None
     try:
         await page.goto(url)
         await page.wait_for_selector(POINT, timeout=LOAD_TIMEOUT_MS)
-        deadline = time.monotonic() + seconds  # each session's minute starts once its page is drawn
+        started = time.monotonic()  # each session's time starts once its page is drawn
         for attempt in range(MAX_ITERATIONS):
-            if time.monotonic() >= deadline:
+            elapsed = time.monotonic() - started
+            if elapsed >= seconds + OVERTIME_S or (elapsed >= seconds and session.iterations >= MIN_ITERATIONS):
                 break
             failed = False
             try:
@@ -108,6 +116,7 @@ async def _drive(browser, url: str, index: int, seconds: float) -> Session:
     except Exception as error:  # the page could not even be (re)loaded: this session ends here
         session.errors.append(f"gave up: {type(error).__name__}: {str(error).splitlines()[0]}")
     finally:
+        session.seconds = 0.0 if started is None else time.monotonic() - started
         await context.close()
     return session
 
@@ -147,6 +156,7 @@ def run(home: Path, sessions: int = SESSIONS, seconds: float = SECONDS) -> dict:
         "load_average_1min_before": round(load_before, 2),
         "iterations": sum(s.iterations for s in results),
         "iterations_per_session": [s.iterations for s in results],
+        "session_seconds": [round(s.seconds, 1) for s in results],
         "click_to_details_s": _summary([t for s in results for t in s.click_to_details_s]),
         "upload_to_predictions_s": _summary([t for s in results for t in s.upload_to_predictions_s]),
         "errors": len(errors), "error_messages": errors[:20],
