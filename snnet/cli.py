@@ -2,6 +2,7 @@
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from snnet.errors import SnnetError
@@ -149,8 +150,6 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     import torch
 
     from snnet.families import get_family
@@ -208,8 +207,6 @@ def cmd_zoo(args: argparse.Namespace) -> None:
 
 
 def cmd_build_default(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from snnet.default import build_default
 
     build_default(args.family, Path(args.work) if args.work else None, jobs=args.jobs)
@@ -255,9 +252,12 @@ def _job_json(job: dict) -> dict:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from snnet.bench import run
+    from snnet.bench import run, write_report
 
-    print(run(args.out))
+    text, figures = run(quick=args.quick)
+    if not args.quick:
+        write_report(text, Path(args.out))
+    print(json.dumps(figures, indent=1) if args.json else text)
 
 
 def cmd_evolve(args: argparse.Namespace) -> None:
@@ -293,8 +293,6 @@ def cmd_evolve(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from snnet.api import load_net
     from snnet.export import INPUT_NAME, OUTPUT_NAME, check_format, export, path_net
 
@@ -424,7 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     job.set_defaults(run=cmd_job)
 
     bench = commands.add_parser("bench", help="measure speed and fit figures (BENCHMARKS.md)")
-    bench.add_argument("--out", help="also write the markdown report to this file")
+    bench.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "BENCHMARKS.md"),
+                       help="the markdown report goes here, above the part kept by hand (default: BENCHMARKS.md)")
+    bench.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    bench.add_argument("--quick", action="store_true", help="a small setting only, written nowhere (for tests)")
     bench.set_defaults(run=cmd_bench)
 
     evolve = commands.add_parser("evolve", help="recombine two parents of different architectures and search "

@@ -101,13 +101,15 @@ def _block_key(block: nn.Module, x: torch.Tensor) -> tuple:
 
 
 @torch.no_grad()
-def measure_anchors(family: Family) -> list[AnchorCost]:
+def measure_anchors(family: Family, net=None) -> list[AnchorCost]:
     """Trace every anchor piece by piece (embed, each block on the activation the model's own run
-    gives it, head); identical blocks on identical inputs are traced once."""
+    gives it, head); identical blocks on identical inputs are traced once. `net`: the family's
+    StitchableNet when one is built already."""
     from snnet.model import StitchableNet
 
-    # Built on the CPU: some architectures (Swin, LeViT) compute index buffers at build time.
-    net = StitchableNet.from_family(family).eval()
+    if net is None:  # built on the CPU: some architectures (Swin, LeViT) compute index buffers at build time
+        net = StitchableNet.from_family(family)
+    net.eval()
     x = torch.zeros(1, *family.input_size)
     wanted = {anchor: set(range(len(blocks) + 1)) for anchor, blocks in enumerate(net.blocks)}
     points = net.anchor_points(x, wanted)
