@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from app import access
+from app.finetune import previews as running_previews
 from app.figures import AnchorPicture, blocks_text, layer_text, path_figure, pareto_figure, row_title
 from app.state import View, select
 from snnet.api import predict
@@ -142,8 +143,12 @@ def render(view: View, net: StitchableNet, rows: list[dict], before: list[dict],
         missing = [r["id"] for r in configs if r.get("top1") is None]
         if missing:
             _offer_evaluation(view, missing, len(configs), store)
+        previews = running_previews(view, rows, store)
+        if previews:
+            st.caption("Open circles: a running fine-tune's configurations, measured on a fixed part of the "
+                       "evaluation set (a preview); the exact figures replace them when its evaluation ends.")
         zoo_name = net.family.task.zoo_name
-        figure = pareto_figure(rows, row["id"], before, view.log_x, budget, zoo_name)
+        figure = pareto_figure(rows, row["id"], before, view.log_x, budget, zoo_name, previews)
         st.plotly_chart(figure, key=CHART_KEY, on_select="rerun", selection_mode="points",
                         config={"displaylogo": False})
         curve_downloads(figure, rows, f"{view.family}-curve")

@@ -5,7 +5,7 @@ to a configuration whatever order the traces are drawn in.
 """
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
@@ -40,8 +40,16 @@ def _points(rows: list[dict], **trace) -> go.Scatter:
     return go.Scatter(
         x=[r["gmacs"] for r in rows], y=[_number(r.get("top1")) for r in rows],
         customdata=[[r["id"], row_title(r), blocks_text(r), r["params_m"], _number(r.get("latency_ms")),
-                     "not measured" if r.get("measured") is False else f"{r['top1']:.2f} %"] for r in rows],
+                     _accuracy_text(r)] for r in rows],
         hovertemplate=HOVER, **trace)
+
+
+def _accuracy_text(row: dict) -> str:
+    if row.get("measured") is False:
+        return "not measured"
+    if row.get("preview_images"):
+        return f"{row['top1']:.2f} % (preview on {row['preview_images']} images)"
+    return f"{row['top1']:.2f} %"
 
 
 def pair_colours(rows: list[dict]) -> dict[tuple[str, str], str]:
@@ -51,9 +59,11 @@ def pair_colours(rows: list[dict]) -> dict[tuple[str, str], str]:
 
 
 def pareto_figure(rows: list[dict], selected: Optional[int] = None, before: Optional[list[dict]] = None,
-                  log_x: bool = False, budget_gmacs: Optional[float] = None, zoo_name: str = "zoo") -> go.Figure:
-    """top-1 against GMACs: stitches by anchor pair, anchors labelled, the frontier, the zoo, and a
-    faded 'before' curve when these are fine-tuned weights."""
+                  log_x: bool = False, budget_gmacs: Optional[float] = None, zoo_name: str = "zoo",
+                  previews: Sequence[tuple[str, list[dict]]] = ()) -> go.Figure:
+    """top-1 against GMACs: stitches by anchor pair, anchors labelled, the frontier, the zoo, a
+    faded 'before' curve when these are fine-tuned weights, and (name, rows) previews of a running
+    fine-tune's figures as open circles."""
     configs = [r for r in rows if r["kind"] != "zoo" and r.get("top1") is not None]
     zoo = [r for r in rows if r["kind"] == "zoo" and r.get("top1") is not None and r.get("gmacs") is not None]
     figure = go.Figure()
@@ -69,6 +79,9 @@ def pareto_figure(rows: list[dict], selected: Optional[int] = None, before: Opti
     if unmeasured:  # still visible and clickable: a row of marks under everything measured
         figure.add_trace(_points(unmeasured, name="not measured yet", mode="markers", legendgroup="unmeasured",
                                  marker=dict(symbol="triangle-up-open", size=7, color="#999999")))
+    for name, preview in previews:
+        figure.add_trace(_points(preview, name=name, mode="markers", legendgroup="preview",
+                                 marker=dict(symbol="circle-open", size=11, color=LAYER_COLOUR, line=dict(width=2))))
     anchors = [r for r in configs if r["kind"] == "anchor"]
     figure.add_trace(_points(anchors, name="anchors", mode="markers+text", text=[r["front"] for r in anchors],
                              textposition="top center", marker=dict(color=ANCHOR_COLOUR, size=16, symbol="star")))

@@ -159,6 +159,27 @@ def _job(job: dict, store: Store, locked: Optional[str]) -> None:
                 st.rerun()
 
 
+PREVIEWS_DRAWN = "previews_drawn"  # running fine-tunes whose preview this session's curve shows
+
+
+def previews(view: View, rows: list[dict], store: Store) -> list[tuple[str, list[dict]]]:
+    """The previews of running fine-tunes of the weights shown, as (legend name, rows) for the
+    curve: their configurations at the top-1 the job measured on the task's preview set, before
+    its exact evaluation ends (then the job is done and the page shows the exact figures)."""
+    drawn, found = set(), []
+    by_id = {r["id"]: r for r in rows if r["kind"] != "zoo"}
+    for job in store.list_jobs(view.family):
+        result = job["result"] or {}
+        if job["status"] not in ACTIVE or "preview" not in result or job["spec"]["weights"] != view.weights:
+            continue
+        drawn.add(job["id"])
+        points = [{**by_id[int(i)], "top1": top1, "preview_images": result["preview_images"]}
+                  for i, top1 in result["preview"].items() if int(i) in by_id]
+        found.append((f"job {job['id']}: preview on {result['preview_images']} of {result['eval_images']} images", points))
+    st.session_state[PREVIEWS_DRAWN] = drawn
+    return found
+
+
 def _switch_to_improved(view: View, listed: list[dict]) -> bool:
     """Whether a fine-tune this session watched has ended having raised the mean top-1 of the
     weights shown; if so, its weights are shown next."""
@@ -190,6 +211,10 @@ def panel(view: View, store: Store) -> None:
             current = [store.get_job(job_id) for job_id in active]
             if any(job["status"] not in ACTIVE for job in current):
                 st.rerun()
+            previewed = {job["id"] for job in current
+                         if "preview" in (job["result"] or {}) and job["spec"]["weights"] == view.weights}
+            if previewed - st.session_state.get(PREVIEWS_DRAWN, set()):
+                st.rerun()  # a preview is in: the curve, outside this fragment, draws it
             for job in current:
                 _job(job, store, locked)
 

@@ -415,3 +415,29 @@ def test_the_curve_is_drawn_as_svg_and_png_on_the_server():
     svg = figure_bytes(figure, "svg").decode()
     assert svg.startswith("<svg") and "top-1 (%)" in svg and "GMACs" in svg
     assert figure_bytes(figure, "png")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_running_fine_tunes_preview_is_drawn_as_marked_points_until_its_exact_figures(tmp_path, monkeypatch):
+    import os
+
+    from snnet import jobs
+    from snnet.store import Store
+
+    monkeypatch.setenv("SNNET_HOME", str(tmp_path))
+    store = Store(tmp_path / "store.sqlite")
+    spec = jobs.JobSpec("mini", stitches=[3, 24], steps=10)
+    job_id = store.add_job(spec.kind, "mini", "cpu", jobs.asdict(spec), steps=10)
+    store.claim_next_job("cpu")
+    preview = {"3": 41.5, "24": 77.25}
+    store.update_job(job_id, pid=os.getpid(), stage="evaluating 2 configurations", result={
+        "weights": str(tmp_path / "model.safetensors"), "preview": preview, "preview_images": 360, "eval_images": 3600})
+    app = AppTest.from_file(APP, default_timeout=120).run()
+    assert not app.exception and not app.error
+    trace = next(t for t in _chart(app)["data"] if t.get("name") == f"job {job_id}: preview on 360 of 3600 images")
+    assert {point[0]: y for point, y in zip(trace["customdata"], trace["y"])} == {3: 41.5, 24: 77.25}
+    assert all("(preview on 360 images)" in point[5] for point in trace["customdata"])
+    assert any("Open circles" in c.value for c in app.caption)
+    store.update_job(job_id, status="done", result={"weights": None, "weights_hash": "x", "stitches": [3, 24],
+                                                    "before": {}, "after": {}})
+    app.run()
+    assert not any("preview" in (t.get("name") or "") for t in _chart(app)["data"])

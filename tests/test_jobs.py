@@ -98,6 +98,10 @@ def test_a_tiny_fine_tune_runs_in_its_own_process_and_its_numbers_are_real(store
     measured = evaluate_space(net, images, labels, [0, 24])
     assert result["after"] == {str(i): measured[i]["top1"] for i in (0, 24)}
     assert result["after"] != result["before"]
+    # the preview the page drew before the exact figures: one render of each of the 360 test digits
+    assert (result["preview_images"], result["eval_images"]) == (360, 3600)
+    previewed = evaluate_space(net, images[:360], labels[:360], [0, 24])
+    assert result["preview"] == {str(i): previewed[i]["top1"] for i in (0, 24)}
 
 
 def test_a_length_in_epochs_becomes_steps_over_the_training_data(store):

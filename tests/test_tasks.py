@@ -68,3 +68,13 @@ def test_weights_hash_covers_batch_norm_step_counts():
     first = weights_hash(model)
     model.bn1.num_batches_tracked += 1  # a 0-dim tensor
     assert weights_hash(model) != first
+
+
+def test_the_digits_preview_set_is_every_test_digit_once_from_the_evaluation_set(mini):
+    from snnet.data import source_splits
+
+    images, labels = mini.task.eval_set(mini, "test")
+    preview_images, preview_labels = mini.task.preview_set(mini, "test")
+    assert torch.equal(preview_labels, source_splits()["test"].labels)
+    assert torch.equal(preview_images, images[:len(preview_labels)])
+    assert len(preview_labels) * 10 == len(labels)
