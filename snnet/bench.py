@@ -5,7 +5,6 @@ all-configuration engine against the per-stitch loop on the same images, execute
 large matmul timed in the same run, per-piece costing against tracing every configuration.
 `run()` returns the report as markdown and the figures as one dict (`--json`).
 """
-import json
 import os
 import platform
 import subprocess
@@ -19,12 +18,11 @@ from typing import Callable, Optional
 import torch
 
 from snnet import cost
-from snnet.store import Store
 from snnet.families import get_family
+from snnet.jobs import PROJECT_ROOT, subprocess_environment
 from snnet.model import StitchableNet
 from snnet.stitching import collect_statistics, load_solutions, relative_residuals, solve_layers
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from snnet.store import Store
 
 
 def _seconds(fn: Callable, repeat: int = 1) -> float:
@@ -79,8 +77,8 @@ def _peak_rss_mb(family_name: str, configurations: int, images: int, batch: int)
     """Peak resident memory, above the built network, of a fresh process that runs that many
     configurations at once (Linux: the peak is reset once the network is built)."""
     code = f"from snnet.bench import run_configurations; print(run_configurations({family_name!r}, {configurations}, {images}, {batch}))"
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_environment(),
+                          check=True)
     return float(done.stdout.strip().splitlines()[-1])
 
 
@@ -208,7 +206,6 @@ def bench_finetune_to_curve(steps: int) -> dict:
     """Door to door: a fine-tune of every mini configuration submitted as a job, until its figures
     are in the store; split into start-up, training and evaluation by the job's own stages."""
     from snnet import jobs
-    from snnet.store import Store
 
     with tempfile.TemporaryDirectory(prefix="snnet-bench-") as folder:
         store = Store(Path(folder) / "store.sqlite")
@@ -290,7 +287,7 @@ def bench_app_start(chromium: str = "/usr/bin/chromium") -> Optional[dict]:
     return {**figures, "ratio": figures["app_s"] / figures["bare_s"]}
 
 
-def run(out_path=None, quick: bool = False) -> tuple[str, dict]:
+def run(quick: bool = False) -> tuple[str, dict]:
     """Every measurement, in one process; `quick` runs a small setting (the test suite's)."""
     peak = matmul_peak_gflops()
     figures: dict = {"machine": platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -320,21 +317,18 @@ def run(out_path=None, quick: bool = False) -> tuple[str, dict]:
         train_images_per_s=figures["training"], peak_rss_mb=figures["rss"],
         app_chart_ratio=figures["app_start"] and figures["app_start"]["ratio"],
     )
-    text = report(figures)
-    if out_path:
-        Path(out_path).write_text(text)
-    return text, figures
+    return report(figures), figures
 
 
+REPORT = PROJECT_ROOT / "BENCHMARKS.md"
 HAND_KEPT = "<!-- Below this line the sections are kept by hand: python -m snnet bench leaves them as they are. -->"
 
 
 def write_report(text: str, path: Path) -> None:
     """The report into `path`, above whatever the file keeps by hand below HAND_KEPT."""
-    kept = ""
-    if path.exists() and HAND_KEPT in path.read_text():
-        kept = path.read_text()[path.read_text().index(HAND_KEPT):]
-    path.write_text(text.rstrip() + "\n\n" + (kept or HAND_KEPT + "\n"))
+    old = path.read_text() if path.exists() else ""
+    kept = old[old.index(HAND_KEPT):] if HAND_KEPT in old else HAND_KEPT + "\n"
+    path.write_text(text.rstrip() + "\n\n" + kept)
 
 
 def report(f: dict) -> str:

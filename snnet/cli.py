@@ -252,11 +252,11 @@ def _job_json(job: dict) -> dict:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from snnet.bench import run, write_report
+    from snnet.bench import REPORT, run, write_report
 
     text, figures = run(quick=args.quick)
     if not args.quick:
-        write_report(text, Path(args.out))
+        write_report(text, Path(args.out) if args.out else REPORT)
     print(json.dumps(figures, indent=1) if args.json else text)
 
 
@@ -422,8 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     job.set_defaults(run=cmd_job)
 
     bench = commands.add_parser("bench", help="measure speed and fit figures (BENCHMARKS.md)")
-    bench.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "BENCHMARKS.md"),
-                       help="the markdown report goes here, above the part kept by hand (default: BENCHMARKS.md)")
+    bench.add_argument("--out", help="the markdown report goes here, above the part kept by hand (default: BENCHMARKS.md)")
     bench.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     bench.add_argument("--quick", action="store_true", help="a small setting only, written nowhere (for tests)")
     bench.set_defaults(run=cmd_bench)

@@ -86,6 +86,11 @@ def submit(spec: JobSpec, store: Store) -> int:
     return job_id
 
 
+def subprocess_environment() -> dict:
+    """This environment, with the project importable: for the processes snnet starts itself."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def run_dir(store: Store, job_id: int) -> Path:
     return store.path.parent / "runs" / f"job-{job_id}"
 
@@ -97,7 +102,7 @@ def dispatch(store: Store, device: str) -> Optional[int]:
     if job is None:
         return None
     folder = run_dir(store, job["id"])
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    environment = subprocess_environment()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "worker.log", "ab") as log:

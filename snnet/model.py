@@ -35,6 +35,7 @@ class StitchableNet(nn.Module):
         # Plain lists, not submodules: the blocks already live (and are saved) inside the anchors.
         self.blocks = [adapter.blocks(anchor) for adapter, anchor in zip(self.adapters, anchors)]
         self.points = [adapter.points(anchor, family.input_size) for adapter, anchor in zip(self.adapters, anchors)]
+        self.max_positions = max((p.positions for points in self.points for p in points if p is not None), default=1)
         self.stitch_layers = nn.ModuleList(make_stitching_layer(*self.layer_shapes(layer))
                                            for layer in range(space.num_layers))
         # The official SN-Net DeiT weights were trained with stitched paths skipping the back
@@ -133,13 +134,12 @@ class StitchableNet(nn.Module):
 
     # Positions (tokens or pixels, all images together) one block call of a shared run works on.
     # On our 2-core CPUs, all 71 deit configurations on a batch of 32 (6304 tokens a call) ran no
-    # faster than each configuration alone, and mini's at 256 only 1.4x; in parts of this size,
-    # 1.35x and 1.7x (at 1600, deit reached 1.49x but mini slowed). BENCHMARKS.md has the figures.
+    # faster than each configuration alone; in parts of this size 1.3x faster, mini's 1.4x
+    # (python -m snnet bench). Parts of 1600 made deit faster still but mini slower.
     rows_per_part = 4096
 
     def _parts(self, images: int) -> int:
-        positions = max((p.positions for points in self.points for p in points if p is not None), default=1)
-        return max(1, min(images, round(images * positions / self.rows_per_part)))
+        return max(1, min(images, round(images * self.max_positions / self.rows_per_part)))
 
     def _run_segments(self, anchor: int, start: int, h: torch.Tensor, paths: list[tuple[Config, int]],
                       on_output: Optional[OnOutput], on_point: Optional[OnPoint]) -> None:
