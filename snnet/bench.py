@@ -19,7 +19,7 @@ import torch
 
 from snnet import cost
 from snnet.families import get_family
-from snnet.jobs import PROJECT_ROOT, subprocess_environment
+from snnet.jobs import PROJECT_ROOT, faster_allocator, subprocess_environment
 from snnet.model import StitchableNet
 from snnet.stitching import collect_statistics, load_solutions, relative_residuals, solve_layers
 from snnet.store import Store
@@ -41,15 +41,17 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
 
 
 @torch.no_grad()
-def bench_allstitch(family_name: str, images: int, batch: int, peak_gflops: float) -> dict:
+def bench_allstitch(family_name: str, images: int, batch: int) -> dict:
     """Every configuration on the same images: each alone (the per-stitch loop), then all at once
-    through StitchableNet.run (shared prefixes); their predictions must agree."""
+    through StitchableNet.run (shared prefixes); their predictions must agree. The matmul peak the
+    fractions refer to is the better of one measured just before and one just after."""
     family = get_family(family_name)
     torch.manual_seed(0)
     net = StitchableNet.from_family(family).eval()
     x = torch.randn(images, *family.input_size)
     configs = list(net.space)
     net(x[:batch], stitch=configs[-1].id)  # warm-up
+    peak_before = matmul_peak_gflops()
     start = time.perf_counter()
     alone = {c.id: torch.cat([net(part, stitch=c.id) for part in x.split(batch)]) for c in configs}
     loop_s = time.perf_counter() - start
@@ -58,12 +60,14 @@ def bench_allstitch(family_name: str, images: int, batch: int, peak_gflops: floa
     for part in x.split(batch):
         net.run(part, configs, lambda config, logits: shared[config.id].append(logits))
     engine_s = time.perf_counter() - start
+    peak_gflops = max(peak_before, matmul_peak_gflops())
     shared = {i: torch.cat(parts) for i, parts in shared.items()}
     anchors = cost.anchor_costs(family)
     loop_macs = sum(cost.config_cost(anchors, c).macs for c in configs) * images
     engine_macs = cost.ensemble_cost(anchors, configs).macs * images
     return {
         "family": family_name, "configurations": len(configs), "images": images, "batch": batch,
+        "matmul_peak_gflops": peak_gflops,
         "loop_s": loop_s, "engine_s": engine_s, "speedup": loop_s / engine_s,
         "flops_bound": loop_macs / engine_macs,
         "identical": all(torch.equal(alone[i].argmax(1), shared[i].argmax(1)) for i in alone),
@@ -73,12 +77,14 @@ def bench_allstitch(family_name: str, images: int, batch: int, peak_gflops: floa
     }
 
 
-def _peak_rss_mb(family_name: str, configurations: int, images: int, batch: int) -> float:
+def _peak_rss_mb(family_name: str, configurations: int, images: int, allocator: bool = True) -> float:
     """Peak resident memory, above the built network, of a fresh process that runs that many
-    configurations at once (Linux: the peak is reset once the network is built)."""
-    code = f"from snnet.bench import run_configurations; print(run_configurations({family_name!r}, {configurations}, {images}, {batch}))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_environment(),
-                          check=True)
+    configurations at once, started as snnet starts its job workers (`allocator=False`: with
+    glibc's malloc). Linux: the peak is reset once the network is built."""
+    code = (f"from snnet.bench import run_configurations; "
+            f"print(run_configurations({family_name!r}, {configurations}, {images}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=subprocess_environment(allocator), check=True)
     return float(done.stdout.strip().splitlines()[-1])
 
 
@@ -88,19 +94,30 @@ def _resident_mb(field: str) -> float:
     return int(line.split()[1]) / 1024
 
 
+def spread_configurations(space, count: int) -> list:
+    """`count` configurations of a space: the anchors (the largest among them), then stitches
+    evenly spaced over the rest."""
+    anchors = [config for config in space if config.kind == "anchor"]
+    stitches = [config for config in space if config.kind != "anchor"]
+    if count <= len(anchors):
+        return anchors[-count:]
+    step = len(stitches) / (count - len(anchors))
+    return anchors + [stitches[int(i * step)] for i in range(count - len(anchors))]
+
+
 @torch.no_grad()
-def run_configurations(family_name: str, configurations: int, images: int, batch: int) -> float:
-    """The first `configurations` of a family's space through StitchableNet.run; the peak resident
-    memory while they ran, less what the built network held before (for _peak_rss_mb)."""
+def run_configurations(family_name: str, configurations: int, images: int) -> float:
+    """`configurations` of a family's space (spread_configurations) through StitchableNet.run, on
+    one batch; the peak resident memory while they ran, less what the process held before."""
     torch.manual_seed(0)
     family = get_family(family_name)
     net = StitchableNet.from_family(family).eval()
-    configs = list(net.space)[:configurations]
+    configs = spread_configurations(net.space, configurations)
     data = torch.randn(images, *family.input_size)
+    net.run(data[:2], configs, lambda config, logits: None)  # warm-up: what any run allocates once
     before = _resident_mb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
-    for part in data.split(batch):
-        net.run(part, configs, lambda config, logits: None)
+    net.run(data, configs, lambda config, logits: None)
     return _resident_mb("VmHWM") - before
 
 
@@ -286,6 +303,8 @@ def bench_app_start(chromium: str = "/usr/bin/chromium") -> Optional[dict]:
         browser.close()
     return {**figures, "ratio": figures["app_s"] / figures["bare_s"]}
 
+RSS_IMAGES = 16  # deit images in one batch, for the memory figures
+
 
 def run(quick: bool = False) -> tuple[str, dict]:
     """Every measurement, in one process; `quick` runs a small setting (the test suite's)."""
@@ -293,13 +312,18 @@ def run(quick: bool = False) -> tuple[str, dict]:
     figures: dict = {"machine": platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                      "matmul_peak_gflops": peak}
     if quick:
-        figures["mini"] = bench_allstitch("mini", 32, 16, peak)
+        figures["mini"] = bench_allstitch("mini", 32, 16)
         figures["allstitch_identical"] = figures["mini"]["identical"]
         return report(figures), figures
-    figures["deit"] = bench_allstitch("deit", 32, 32, peak)
-    figures["mini"] = bench_allstitch("mini", 1024, 64, peak)
-    figures["rss"] = {"deit_8_mb": _peak_rss_mb("deit", 8, 32, 32), "deit_71_mb": _peak_rss_mb("deit", 71, 32, 32),
-                      "deit_1_mb": _peak_rss_mb("deit", 1, 32, 32)}
+    figures["deit"] = bench_allstitch("deit", 32, 32)
+    figures["mini"] = bench_allstitch("mini", 1024, 256)  # evaluation's batch (snnet.evaluate)
+    figures["rss"] = {"images": RSS_IMAGES, "largest_anchor_mb": _peak_rss_mb("deit", 1, RSS_IMAGES),
+                      "deit_8_mb": _peak_rss_mb("deit", 8, RSS_IMAGES),
+                      "deit_71_mb": _peak_rss_mb("deit", 71, RSS_IMAGES),
+                      "allocator": faster_allocator() or "glibc malloc"}
+    if faster_allocator() is not None:
+        figures["rss"].update(glibc_8_mb=_peak_rss_mb("deit", 8, RSS_IMAGES, allocator=False),
+                              glibc_71_mb=_peak_rss_mb("deit", 71, RSS_IMAGES, allocator=False))
     figures["cost"] = bench_cost()
     figures["least_squares"] = bench_least_squares()
     figures["rules"] = bench_rules()
@@ -337,14 +361,15 @@ def report(f: dict) -> str:
              f"Measured by `python -m snnet bench` on {f['machine']} with {f['threads']} threads, torch {f['torch']}, "
              "in one run. Weights are random initialisations unless said otherwise (no pretrained weights can be "
              "downloaded here), inputs Gaussian noise. A 2048 x 2048 fp32 matmul ran at "
-             f"{f['matmul_peak_gflops']:.0f} GFLOP/s in this run: the peak the fractions below refer to.", ""]
+             f"{f['matmul_peak_gflops']:.0f} GFLOP/s in this run; each engine row measures it again around its own run.", ""]
     engines = [f[name] for name in ("deit", "mini") if name in f]
     lines += ["## Every configuration at once (StitchableNet.run) against each one alone", "",
               "| family | configurations | images (batch) | each alone (s) | all at once (s) | speedup | FLOPs bound "
-              "| peak fraction alone | peak fraction at once | same top-1 | max logit difference |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| matmul peak (GFLOP/s) | peak fraction alone | peak fraction at once | same top-1 | max logit difference |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {e['family']} | {e['configurations']} | {e['images']} ({e['batch']}) | {e['loop_s']:.1f} "
-              f"| {e['engine_s']:.1f} | {e['speedup']:.2f}x | {e['flops_bound']:.2f}x | {e['loop_peak_fraction']:.2f} "
+              f"| {e['engine_s']:.1f} | {e['speedup']:.2f}x | {e['flops_bound']:.2f}x | {e['matmul_peak_gflops']:.0f} "
+              f"| {e['loop_peak_fraction']:.2f} "
               f"| {e['peak_fraction']:.2f} | {'yes' if e['identical'] else 'NO'} | {e['max_abs_diff']:.1e} |"
               for e in engines]
     lines += ["", "All at once shares path prefixes (each front anchor runs once per batch, each stitching layer "
@@ -352,9 +377,15 @@ def report(f: dict) -> str:
               "saving alone would give. Peak fractions count the FLOPs each way executes.", ""]
     if "rss" in f:
         r = f["rss"]
-        lines += [f"Memory while running (peak resident memory above the built network, 32 deit images, batch 32): "
-                  f"{r['deit_1_mb']:.0f} MB for one configuration, {r['deit_8_mb']:.0f} MB for 8 at once, "
-                  f"{r['deit_71_mb']:.0f} MB for all 71.", ""]
+        lines += [f"Memory while running, as a job worker runs ({r['allocator']}): peak resident memory above the "
+                  f"built network, {r['images']} deit images in one batch: {r['largest_anchor_mb']:.0f} MB for the "
+                  f"largest anchor alone, {r['deit_8_mb']:.0f} MB for 8 configurations at once (the anchors and 5 "
+                  f"stitches spread over the space), {r['deit_71_mb']:.0f} MB for all 71."]
+        if "glibc_71_mb" in r:
+            lines += [f"Under glibc's malloc the same runs peak at {r['glibc_8_mb']:.0f} MB for 8 and "
+                      f"{r['glibc_71_mb']:.0f} MB for 71: its heap fragments as the run works through "
+                      "activations of many sizes, which is why workers preload tcmalloc where it is installed."]
+        lines.append("")
     if "cost" in f:
         c = f["cost"]
         lines += ["## Cost of the whole deit space (71 configurations)", "", "| step | seconds |", "|---|---|",

@@ -111,25 +111,26 @@ def measure_anchors(family: Family, net=None) -> list[AnchorCost]:
         net = StitchableNet.from_family(family)
     net.eval()
     x = torch.zeros(1, *family.input_size)
-    wanted = {anchor: set(range(len(blocks) + 1)) for anchor, blocks in enumerate(net.blocks)}
-    points = net.anchor_points(x, wanted)
     costs = []
     for anchor, (model, adapter, blocks) in enumerate(zip(net.anchors, net.adapters, net.blocks)):
+        # MACs depend on shapes alone, so a block identical to one traced already (same module, same
+        # input shape) is not run again: its traced output, of the shape it would give, goes on.
+        h = adapter.embed(model, x)
         block_costs, traced = [], {}
-        for b, block in enumerate(blocks):
-            key = _block_key(block, points[(anchor, b)])
+        for block in blocks:
+            key = _block_key(block, h)
             if key not in traced:
-                traced[key] = trace_macs(block, points[(anchor, b)])
-            block_costs.append(Cost(traced[key], _params(block)))
-        last = points[(anchor, len(blocks))]
+                traced[key] = (trace_macs(block, h), block(h))
+            macs, h = traced[key]
+            block_costs.append(Cost(macs, _params(block)))
         head_params = _params(*adapter.head_modules(model))
         embed = _Piece(lambda inp: adapter.embed(model, inp), model)
         costs.append(AnchorCost(
             embed=Cost(trace_macs(embed, x), _params(model) - sum(c.params for c in block_costs) - head_params),
             blocks=tuple(block_costs),
-            head=Cost(trace_macs(_Piece(lambda t: adapter.head(model, t), model), last), head_params),
+            head=Cost(trace_macs(_Piece(lambda t: adapter.head(model, t), model), h), head_params),
             head_without_norm=Cost(
-                trace_macs(_Piece(lambda t: adapter.head(model, t, final_norm=False), model), last), head_params),
+                trace_macs(_Piece(lambda t: adapter.head(model, t, final_norm=False), model), h), head_params),
             points=tuple(net.points[anchor]),
         ))
     return costs

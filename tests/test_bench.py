@@ -23,3 +23,14 @@ def test_the_report_keeps_the_sections_kept_by_hand(tmp_path):
     fresh = tmp_path / "new.md"
     bench.write_report("# Benchmarks", fresh)
     assert fresh.read_text() == f"# Benchmarks\n\n{bench.HAND_KEPT}\n"
+
+
+def test_the_memory_figures_spread_their_configurations_and_keep_the_largest_anchor():
+    from snnet.families import get_family
+
+    space = get_family("deit").space()
+    eight = bench.spread_configurations(space, 8)
+    assert len({config.id for config in eight}) == 8
+    assert [config.id for config in eight if config.kind == "anchor"] == [0, 1, 2]
+    assert {config.front for config in eight if config.kind != "anchor"} == {0, 1}  # both pairs stitched
+    assert [config.id for config in bench.spread_configurations(space, 1)] == [2]  # deit-b

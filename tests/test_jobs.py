@@ -199,3 +199,21 @@ def test_a_failed_job_resumes_from_the_command_line(store, capsys):
     assert main(["job", "--store", str(store.path), "resume", str(job_id)]) == 0
     assert capsys.readouterr().out == f"job {job_id} queued again\n"
     assert _wait(store, job_id, {"done", "failed"})["status"] == "done"
+
+
+def _allocators_of_a_started_process(env) -> bool:
+    code = "import torch; torch.randn(512, 512) @ torch.randn(512, 512); print(open('/proc/self/maps').read())"
+    maps = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    return "tcmalloc" in maps
+
+
+@pytest.mark.skipif(jobs.faster_allocator() is None, reason="libtcmalloc-minimal4 is not installed (.ci/run installs it)")
+def test_processes_snnet_starts_allocate_through_tcmalloc_unless_told_otherwise(monkeypatch):
+    assert _allocators_of_a_started_process(jobs.subprocess_environment())
+    assert not _allocators_of_a_started_process(jobs.subprocess_environment(allocator=False))
+    monkeypatch.setenv("SNNET_ALLOCATOR", "system")
+    jobs.faster_allocator.cache_clear()
+    try:
+        assert not _allocators_of_a_started_process(jobs.subprocess_environment())
+    finally:
+        jobs.faster_allocator.cache_clear()
