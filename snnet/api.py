@@ -267,7 +267,7 @@ def load_supernet(spec: dict):
     from snnet.evolve.presets import prepare
 
     spec = EvolveSpec.from_json(spec)
-    net, _ = prepare(spec.preset, train_config(spec), quiet=True, seed=spec.seed, task_config=task_config(spec))
+    net, _, _ = prepare(spec.preset, train_config(spec), quiet=True, seed=spec.seed, task_config=task_config(spec))
     return net.to("cpu").eval()
 
 

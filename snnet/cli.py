@@ -266,7 +266,8 @@ def cmd_evolve(args: argparse.Namespace) -> None:
 
     parallel.check(args.workers, args.scheduler)
     result = run_preset(args.preset, args.evaluations, args.seed, args.algorithm, quiet=args.json,
-                        workers=args.workers, scheduler=args.scheduler)
+                        workers=args.workers, scheduler=args.scheduler, weights=args.weights, data=args.data,
+                        **({"images": args.images} if args.images else {}))
     if args.json:
         print(json.dumps(result, indent=1))
         return
@@ -429,8 +430,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     evolve = commands.add_parser("evolve", help="recombine two parents of different architectures and search "
                                                 "their offspring (stitching for neuroevolution)")
-    evolve.add_argument("--preset", default="mini", choices=["mini"],
-                        help="mini: the mini ViT and the mini ResNet of the digits task, shipped weights")
+    evolve.add_argument("--preset", default="mini", choices=["mini", "resnet50-resnext50"],
+                        help="mini: the mini ViT and the mini ResNet of the digits task, shipped weights; "
+                             "resnet50-resnext50: timm's ResNet-50 and ResNeXt-50 32x4d on an ImageNet folder")
+    evolve.add_argument("--weights", type=Path, metavar="DIR",
+                        help="resnet50-resnext50: the folder holding resnet50.safetensors and "
+                             "resnext50_32x4d.safetensors (timm's ImageNet weights; default: "
+                             "checkpoints/resnet50-resnext50/, then the hub's cache)")
+    evolve.add_argument("--data", metavar="DIR", help="resnet50-resnext50: the ImageNet folder (train/ and val/; "
+                                                     "default $SNNET_IMAGENET)")
+    evolve.add_argument("--images", type=int,
+                        help="resnet50-resnext50: images per split (stitch training, search, test; default 1024)")
     evolve.add_argument("--evaluations", type=int, default=300, help="genotype requests of the search (default 300)")
     evolve.add_argument("--seed", type=int, default=0)
     evolve.add_argument("--algorithm", default="nsga2", choices=["nsga2", "random"],

@@ -176,17 +176,15 @@ def load_image(path) -> "Image.Image":
 
 def data_config(family) -> dict:
     """timm's data config of the family's anchors (input size, interpolation, crop, mean, std)."""
-    return dict(_data_config(family.name))
+    if family.name not in _DATA_CONFIGS:  # by name: families outside the registry (recombined ones) too
+        from snnet._timm import timm  # noqa: F401  (timm.data needs the torchvision fix)
+        from timm.data import resolve_data_config
+
+        _DATA_CONFIGS[family.name] = resolve_data_config({}, model=family.build_anchor(0, device="meta"))
+    return dict(_DATA_CONFIGS[family.name])
 
 
-@lru_cache(maxsize=None)
-def _data_config(family_name: str) -> tuple:
-    from snnet._timm import timm  # noqa: F401  (timm.data needs the torchvision fix)
-    from timm.data import resolve_data_config
-
-    from snnet.families import get_family
-
-    return tuple(resolve_data_config({}, model=get_family(family_name).build_anchor(0, device="meta")).items())
+_DATA_CONFIGS: dict[str, dict] = {}
 
 
 def imagenet_class_map(root: Path) -> dict[str, int]:

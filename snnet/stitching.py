@@ -186,7 +186,13 @@ def collect_statistics(net, batches: Iterable[torch.Tensor]) -> FitStatistics:
 
 
 def _solve(gram: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.lstsq(gram, cross, driver="gelsd").solution
+    """The minimum-norm M with gram @ M = cross, as LAPACK's gelsd gives it (eigenvalues below
+    max(shape) x eps of the largest count as zero), from an eigendecomposition of the symmetric
+    gram instead of an SVD: several times faster at ResNet-50's 2048 channels."""
+    values, vectors = torch.linalg.eigh(gram)
+    kept = values > values.max() * max(gram.shape) * torch.finfo(gram.dtype).eps
+    inverse = torch.where(kept, 1.0 / values, torch.zeros_like(values))
+    return vectors @ (inverse[:, None] * (vectors.T @ cross))
 
 
 def _by_layer(net) -> dict[int, list]:

@@ -179,7 +179,7 @@ def test_a_fresh_machine_finds_the_presets_trained_layers_in_the_checkpoints(tmp
     from snnet.weights import read_weights
 
     monkeypatch.setenv("SNNET_HOME", str(tmp_path))  # nothing cached here
-    net, info = prepare("mini", quiet=True)
+    net, info, _ = prepare("mini", quiet=True)
     shipped = list((shipped_dir("evolve")).glob(f"mini-*/{LAYERS_FILE}"))
     assert [str(path) for path in shipped] == [info["training"]["weights"]]
     assert info["training"]["task_steps"] == TaskTrainConfig().steps

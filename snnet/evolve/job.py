@@ -103,11 +103,11 @@ def work(job_id: int, spec: EvolveSpec, store: Store) -> dict:
     started = time.perf_counter()
     store.clear_evolve_points(job_id)  # a resumed search starts over: its points must be this run's
     store.update_job(job_id, stage=PREPARING, step=0, steps=spec.evaluations, eta_s=None)
-    net, info = prepare(spec.preset, train_config(spec), quiet=False, seed=spec.seed, task_config=task_config(spec))
+    net, info, sets = prepare(spec.preset, train_config(spec), quiet=False, seed=spec.seed,
+                              task_config=task_config(spec))
     if store.get_job(job_id)["cancel"]:
         raise Cancelled()
     net = net.to(resolve_device(spec.device)).eval()
-    task = net.family.task
     # what a page needs to name the points while the search runs; the final result repeats it
     known = {"preset": spec.preset, "parent_names": list(net.family.anchor_names), **info}
     store.update_job(job_id, result=known)
@@ -126,13 +126,12 @@ def work(job_id: int, spec: EvolveSpec, store: Store) -> dict:
         if store.get_job(job_id)["cancel"]:
             raise Cancelled()
 
-    result = search(net, *task.eval_set(net.family, "val"), budget=spec.evaluations, seed=spec.seed,
+    result = search(net, *sets.search, budget=spec.evaluations, seed=spec.seed,
                     algorithm=spec.algorithm, on_evaluated=on_evaluated)
     store.update_job(job_id, stage=f"checking the front's {len(result['front'])} networks on the test split", eta_s=None)
-    test_set = task.eval_set(net.family, "test")
     result["test_front"] = []
     for entry in result["front"]:
-        test_error = top1_error(net, entry["genotype"], *test_set)
+        test_error = top1_error(net, entry["genotype"], *sets.test)
         store.set_evolve_test_error(job_id, entry["genotype"], test_error)
         result["test_front"].append({**entry, "error": test_error})
         if store.get_job(job_id)["cancel"]:

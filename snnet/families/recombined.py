@@ -6,10 +6,10 @@ not in the registry: they have no space of their own to explore until a matching
 """
 from dataclasses import replace
 
-from snnet.families.registry import Family
+from snnet.families.registry import AnchorSpec, Family
 from snnet.families.resnet import ResNetAdapter, mini_resnet
 from snnet.families.vit import ViTAdapter, mini_vit
-from snnet.tasks import DIGITS
+from snnet.tasks import DIGITS, IMAGENET
 
 
 def mini_vit_resnet() -> Family:
@@ -26,6 +26,24 @@ def mini_vit_resnet() -> Family:
         input_size=(1, 32, 32),
         num_classes=10,
         task=DIGITS,
+        stitch_stages=None,
+        recombine=True,
+    )
+
+
+def resnet50_resnext50() -> Family:
+    # timm's ResNet-50 and ResNeXt-50 (32x4d): the same stages and widths (256 to 2048 channels at
+    # 56x56 to 7x7), bottlenecks of plain against grouped convolutions, so every block of a stage
+    # can be matched with its namesake's.
+    return Family(
+        name="resnet50-resnext50",
+        description="timm's ResNet-50 and ResNeXt-50 32x4d on ImageNet-1k (224 px), recombined",
+        anchors=(AnchorSpec("resnet50", "resnet50", adapter=ResNetAdapter()),
+                 AnchorSpec("resnext50_32x4d", "resnext50_32x4d", adapter=ResNetAdapter())),
+        adapter=ResNetAdapter(),
+        input_size=(3, 224, 224),
+        num_classes=1000,
+        task=IMAGENET,
         stitch_stages=None,
         recombine=True,
     )
