@@ -298,8 +298,10 @@ def bench_app_start(chromium: str = "/usr/bin/chromium") -> Optional[dict]:
                 server.wait()
 
         app = PROJECT_ROOT / "streamlit_app.py"
-        figures = {"bare_s": first_chart_s(bare), "app_first_start_s": first_chart_s(app),
-                   "app_s": first_chart_s(app)}
+        first_chart_s(bare)  # the browser's and the server's first start are slower: not measured
+        bare_before = first_chart_s(bare)
+        figures = {"app_first_start_s": first_chart_s(app), "app_s": first_chart_s(app)}
+        figures["bare_s"] = min(bare_before, first_chart_s(bare))
         browser.close()
     return {**figures, "ratio": figures["app_s"] / figures["bare_s"]}
 
