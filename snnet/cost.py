@@ -102,9 +102,9 @@ def _block_key(block: nn.Module, x: torch.Tensor) -> tuple:
 
 @torch.no_grad()
 def measure_anchors(family: Family, net=None) -> list[AnchorCost]:
-    """Trace every anchor piece by piece (embed, each block on the activation the model's own run
-    gives it, head); identical blocks on identical inputs are traced once. `net`: the family's
-    StitchableNet when one is built already."""
+    """Trace every anchor piece by piece (embed, each block on an activation of the shape the
+    model's own run gives it, head); identical blocks on identical input shapes are traced once.
+    `net`: the family's StitchableNet when one is built already."""
     from snnet.model import StitchableNet
 
     if net is None:  # built on the CPU: some architectures (Swin, LeViT) compute index buffers at build time
