@@ -52,9 +52,10 @@ def test_timm_parents_from_files_are_recombined_and_searched(made, tmp_path, mon
                               images=IMAGES, **SMALL)
     assert len(info["matching"]["pairs"]) >= 2
     assert list((tmp_path / "evolve").glob("resnet50-resnext50-*/stitch_layers.safetensors"))
-    images, labels = sets.search
-    assert len(labels) == IMAGES and len(sets.test[1]) == IMAGES
-    result = search(net, images, labels, budget=3, seed=0, test_set=sets.test)
+    images, labels = sets.search()
+    test_set = sets.test()
+    assert len(labels) == IMAGES and len(test_set[1]) == IMAGES
+    result = search(net, images, labels, budget=3, seed=0, test_set=test_set)
     assert [p["name"] for p in result["parents"]] == ["resnet50", "resnext50_32x4d"]
     assert result["front"] and result["test_front"]
     # the all-A and all-B offspring are the parents read from the files

@@ -126,12 +126,13 @@ def work(job_id: int, spec: EvolveSpec, store: Store) -> dict:
         if store.get_job(job_id)["cancel"]:
             raise Cancelled()
 
-    result = search(net, *sets.search, budget=spec.evaluations, seed=spec.seed,
+    result = search(net, *sets.search(), budget=spec.evaluations, seed=spec.seed,
                     algorithm=spec.algorithm, on_evaluated=on_evaluated)
     store.update_job(job_id, stage=f"checking the front's {len(result['front'])} networks on the test split", eta_s=None)
+    test_set = sets.test()
     result["test_front"] = []
     for entry in result["front"]:
-        test_error = top1_error(net, entry["genotype"], *sets.test)
+        test_error = top1_error(net, entry["genotype"], *test_set)
         store.set_evolve_test_error(job_id, entry["genotype"], test_error)
         result["test_front"].append({**entry, "error": test_error})
         if store.get_job(job_id)["cancel"]:

@@ -13,6 +13,7 @@ Presets:
   (--data DIR): `images` training images are what the stitching layers learn from, as many other
   training images are the search split, and as many validation images the test split.
 """
+import functools
 import hashlib
 import json
 import os
@@ -60,11 +61,12 @@ def _parents(preset: str, weights: Optional[Path]):
 
 @dataclass
 class PresetData:
-    """What a preset's stitching layers learn from and its search is measured on."""
+    """What a preset's stitching layers learn from and its search is measured on; each set is read
+    when asked for (a supernetwork whose layers are cached already never reads its training set)."""
     fit: Callable[[], Iterator[torch.Tensor]]  # batches for the matching's CKA and the least-squares start
     train_data: Callable[[int], Callable[[int], tuple[torch.Tensor, torch.Tensor]]]  # seed -> (epoch -> images, labels)
-    search: tuple[torch.Tensor, torch.Tensor]
-    test: tuple[torch.Tensor, torch.Tensor]
+    search: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    test: Callable[[], tuple[torch.Tensor, torch.Tensor]]
     key: Optional[dict] = None  # what identifies the data in the trained layers' cache (None: the embedded task)
 
 
@@ -72,7 +74,7 @@ def _data(family, seed: int, data: Optional[str], images: int) -> PresetData:
     task = family.task
     if task.offline:
         return PresetData(lambda: task.fit_images(family, FIT_IMAGES), lambda train_seed: task.train_data(family, train_seed),
-                          task.eval_set(family, "val"), task.eval_set(family, "test"))
+                          lambda: task.eval_set(family, "val"), lambda: task.eval_set(family, "test"))
     from snnet.data import split_folder
 
     train_folder = task.folder(family, split_folder(family, data, "train"))
@@ -81,11 +83,11 @@ def _data(family, seed: int, data: Optional[str], images: int) -> PresetData:
         raise SnnetError(f"the preset needs {2 * images} training and {images} validation images, the folder holds "
                          f"{len(train_folder)} and {len(val_folder)}: give a smaller --images")
     chosen = torch.randperm(len(train_folder), generator=torch.Generator().manual_seed(seed))
-    training = _tensors(train_folder, chosen[:images])
-    fit = training[0][:FIT_IMAGES]
-    return PresetData(lambda: iter(fit.split(32)), lambda train_seed: lambda epoch: training,
-                      _tensors(train_folder, chosen[images: 2 * images]),
-                      _tensors(val_folder, torch.randperm(len(val_folder), generator=torch.Generator().manual_seed(seed))[:images]),
+    tested = torch.randperm(len(val_folder), generator=torch.Generator().manual_seed(seed))[:images]
+    training = functools.cache(lambda: _tensors(train_folder, chosen[:images]))
+    return PresetData(lambda: iter(_tensors(train_folder, chosen[:min(images, FIT_IMAGES)])[0].split(32)),
+                      lambda train_seed: lambda epoch: training(),
+                      lambda: _tensors(train_folder, chosen[images: 2 * images]), lambda: _tensors(val_folder, tested),
                       {"train": task.eval_set_key(family, "train", train_folder),
                        "val": task.eval_set_key(family, "val", val_folder), "images": images, "seed": seed})
 
@@ -156,6 +158,6 @@ def run_preset(preset: str, evaluations: int, seed: int = 0, algorithm: str = "n
     started = time.perf_counter()
     net, info, sets = prepare(preset, train_config, quiet, seed, task_config, weights, data, images)
     _log(f"searching ({algorithm}, {evaluations} requests, seed {seed})", quiet)
-    result = search(net, *sets.search, budget=evaluations, seed=seed, algorithm=algorithm, test_set=sets.test,
+    result = search(net, *sets.search(), budget=evaluations, seed=seed, algorithm=algorithm, test_set=sets.test(),
                     workers=workers, scheduler=scheduler)
     return {"preset": preset, **result, **info, "total_s": time.perf_counter() - started}
