@@ -3,15 +3,19 @@
 Every point carries its configuration id as customdata[0] (-1 for zoo models), so a click maps
 to a configuration whatever order the traces are drawn in.
 """
+from __future__ import annotations
+
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from snnet.families import Activation
 from snnet.pareto import pareto_front
+
+if TYPE_CHECKING:  # the warm-up curve (app/warmup.py) draws with this module before torch is imported
+    from snnet.families import Activation
 
 PALETTE = qualitative.Plotly
 ANCHOR_COLOUR = "#222222"

@@ -14,7 +14,7 @@ from app.state import (follow_in_address, get_net, get_store, launch_options, lo
 from snnet.errors import SnnetError, out_of_memory
 
 
-def page() -> None:
+def page(loading=None) -> None:
     store = get_store()
     with st.sidebar:
         st.title("snnet")
@@ -22,6 +22,8 @@ def page() -> None:
         view = sidebar(store, launch_options())
         presenter = presenting()
     net = get_net(view.family, view.weights, view.official_compat)
+    if loading is not None:
+        loading.empty()  # the warm-up curve: the page draws its own from here
     explorer.apply_chart_click()
     rows = load_rows(view, view.weights, store)
     before = load_rows(view, view.before_weights, store) if view.fine_tuned else None
@@ -57,6 +59,9 @@ def guarded(section, *args) -> None:
             st.error(f"Unexpected error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
 
 
-def render() -> None:
+def render(loading=None) -> None:
+    """The page; `loading` is the warm-up curve's slot (app/warmup.py), cleared once the page can draw."""
     st.set_page_config(page_title="snnet: stitchable networks", layout="wide")
-    guarded(page)
+    guarded(page, loading)
+    if loading is not None:
+        loading.empty()  # also when the page failed before it could draw

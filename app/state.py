@@ -6,7 +6,6 @@ the store on every run and never computed here. The selection lives in `st.sessi
 """
 import argparse
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -14,6 +13,7 @@ from typing import Optional
 import streamlit as st
 
 from app import access
+from app.warmup import launch_options
 from snnet import jobs
 from snnet.api import has_weights, load_net, results, weights_routes
 from snnet.errors import SnnetError
@@ -37,15 +37,6 @@ class View:
     split: str
     log_x: bool
     data: Optional[str]  # ImageNet families: the folder with train/ and val/
-
-
-def launch_options() -> argparse.Namespace:
-    """`streamlit run streamlit_app.py -- --family deit --weights X.safetensors --official-compat`."""
-    parser = argparse.ArgumentParser(prog="streamlit run streamlit_app.py --")
-    parser.add_argument("--family", default="mini")
-    parser.add_argument("--weights")
-    parser.add_argument("--official-compat", action="store_true")
-    return parser.parse_known_args(sys.argv[1:])[0]
 
 
 @st.cache_resource

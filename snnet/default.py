@@ -149,11 +149,12 @@ def evaluate_and_ship(family_name: str, work: Path, runs: dict[str, Path], snnet
         "weights_file": "snnet.safetensors",
         "split": "test",
         "settings": eval_settings(net, "test"),
-        "recipe": {"alone": RECIPE.__dict__, "snnet": EMBEDDED[family_name].__dict__,
+        "recipe": {"alone": RECIPE.__dict__, "snnet": json.loads((snnet_weights.parent / "train.json").read_text())["config"],
                    "least_squares_samples": LEAST_SQUARES_SAMPLES},
         "train_seconds": {name: json.loads((run / "train.json").read_text())["train_s"]
                           for name, run in {**runs, "snnet": snnet_weights.parent}.items()},
         "configurations": rows,
+        "zoo_name": family.task.zoo_name,
         "zoo": zoo,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=1))

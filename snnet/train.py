@@ -6,6 +6,7 @@ from the stitching layers'. Runs are deterministic from the seed and resume from
 checkpoint. Under torchrun every rank runs this same code on its share of each batch; rank 0
 alone writes.
 """
+import copy
 import json
 import math
 import os
@@ -20,6 +21,7 @@ from typing import Callable, Optional
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from snnet.errors import SnnetError
@@ -56,6 +58,10 @@ class TrainConfig:
     # anchors' own activations with every sampled stitch's, and the anchors would drift from
     # what they were trained to see.
     update_norm_stats: bool = False
+    # SN-Net: the loss is (1 - distill) x cross-entropy on the labels + distill x KL from the largest
+    # anchor as it was when the run began (a frozen teacher, as the reference distils DeiT from a
+    # stronger network); 0 trains on the labels alone.
+    distill: float = 0.0
     workers: int = 4  # DataLoader processes for image folders
 
 
@@ -166,6 +172,24 @@ def configure_sampling(net: StitchableNet, config: TrainConfig) -> None:
     net.sampling_weights = weights
 
 
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) over the classes, averaged over the batch."""
+    return F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(teacher_logits, dim=1), log_target=True,
+                    reduction="batchmean")
+
+
+def frozen_teacher(model: nn.Module, config: TrainConfig) -> Optional[nn.Module]:
+    """A copy of SN-Net's largest anchor that no step changes; None when the run does not distil."""
+    if not config.distill:
+        return None
+    if not 0.0 < config.distill <= 1.0 or not isinstance(model, StitchableNet):
+        raise SnnetError(f"distill is a weight in (0, 1] for SN-Net training, got {config.distill} "
+                         f"for a {type(model).__name__}")
+    teacher = copy.deepcopy(model.anchors[-1]).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
 # epoch -> (images, labels) held in memory, or -> a dataset of (image, label) read batch by batch
 EpochData = Callable[[int], "tuple[torch.Tensor, torch.Tensor] | torch.utils.data.Dataset"]
 
@@ -243,6 +267,7 @@ def train(
             freeze_norm_stats(model.anchors)
         model.generator.manual_seed(config.seed * 1_000_003 + (0 if config.sync_stitch else rank))
         configure_sampling(model, config)
+    teacher = frozen_teacher(model, config)  # before resuming: the anchor as the run began with it
     torch.manual_seed(config.seed)
     optimizer = torch.optim.AdamW(param_groups(model, config), betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
@@ -271,7 +296,12 @@ def train(
         for images, labels in _epoch_batches(epoch_data, epoch, config, step % steps_per_epoch, rank, world):
             images, labels = images.to(device), labels.to(device)
             with autocast:
-                loss = criterion(runner(images).float(), labels)
+                logits = runner(images).float()
+                loss = criterion(logits, labels)
+                if teacher is not None:
+                    with torch.no_grad():
+                        teacher_logits = teacher(images).float()
+                    loss = (1 - config.distill) * loss + config.distill * distillation_loss(logits, teacher_logits)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

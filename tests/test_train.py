@@ -70,6 +70,53 @@ def test_snnet_training_samples_only_the_chosen_stitches_and_moves_anchors_slowe
     assert moved(f"stitch_layers.{layer}.weight") > 10 * moved("anchors.1.blocks.11.mlp.fc2.weight") > 0
 
 
+def test_with_distill_one_the_labels_play_no_part(mini, tmp_path):
+    """The loss is then the KL to the frozen largest anchor alone: runs on the true labels and on
+    shuffled ones take the very same steps; at distill 0.5 they do not."""
+    def shuffled(epoch):
+        images, labels = mini.task.train_data(mini)(epoch)
+        return images, labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(epoch))]
+
+    def run(data, distill: float, name: str) -> dict:
+        torch.manual_seed(0)
+        net = StitchableNet.from_family(mini)
+        train(net, data, TrainConfig(**{**TINY, "distill": distill}), tmp_path / name, show_bar=False)
+        return net.state_dict()
+
+    true, wrong = run(mini.task.train_data(mini), 1.0, "true"), run(shuffled, 1.0, "shuffled")
+    assert all(torch.equal(true[k], wrong[k]) for k in true)
+    half_true, half_wrong = run(mini.task.train_data(mini), 0.5, "half-true"), run(shuffled, 0.5, "half-shuffled")
+    assert not all(torch.equal(half_true[k], half_wrong[k]) for k in half_true)
+
+
+def test_distillation_moves_a_stitch_towards_the_largest_anchor(mini, tmp_path):
+    torch.manual_seed(0)
+    net = StitchableNet.from_family(mini)
+    images, _ = mini.task.eval_set(mini, "val")
+    images = images[:256]
+
+    def disagreement() -> float:
+        with torch.no_grad():
+            return float(torch.nn.functional.kl_div(net(images, stitch=40).log_softmax(1),
+                                                    net(images, stitch=2).log_softmax(1), log_target=True,
+                                                    reduction="batchmean"))
+
+    net.eval()
+    start = disagreement()
+    config = TrainConfig(**{**TINY, "steps": 20, "stitches": [40], "distill": 1.0, "lr": 1e-2, "anchor_lr": 0.0})
+    train(net, mini.task.train_data(mini), config, tmp_path, show_bar=False)
+    net.eval()
+    assert disagreement() < 0.5 * start
+
+
+def test_distillation_is_for_snnet_with_a_weight_up_to_one(mini, tmp_path):
+    with pytest.raises(SnnetError, match="distill is a weight"):
+        train(_fresh(mini), mini.task.train_data(mini), TrainConfig(**{**TINY, "distill": 0.5}), tmp_path, show_bar=False)
+    with pytest.raises(SnnetError, match="distill is a weight"):
+        train(StitchableNet.from_family(mini), mini.task.train_data(mini), TrainConfig(**{**TINY, "distill": 1.5}),
+              tmp_path, show_bar=False)
+
+
 def test_flops_sampling_gives_every_cost_interval_the_same_mass():
     gmacs = [1.0, 1.1, 1.2, 1.3, 5.0, 9.0, 9.1]
     weights = flops_group_weights(gmacs, list(range(7)), groups=4)
