@@ -259,8 +259,9 @@ BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 def bench_app_start(chromium: str = "/usr/bin/chromium") -> Optional[dict]:
     """Seconds from `streamlit run` until headless Chromium shows the first chart: a bare page with
     one plotly chart, the app on a new store (its first start traces the anchor costs), and the
-    app again on that store (every later start). None without playwright (requirements-dev.txt)
-    or Chromium."""
+    app again on that store (every later start). The app's first chart is the warm-up curve
+    (app/warmup.py); the seconds until its Explorer tab is drawn are measured too. None without
+    playwright (requirements-dev.txt) or Chromium."""
     try:
         from playwright.sync_api import Error, sync_playwright
     except ImportError:
@@ -273,6 +274,8 @@ def bench_app_start(chromium: str = "/usr/bin/chromium") -> Optional[dict]:
         bare.write_text(BARE_PAGE)
         home = Path(folder) / "home"
         home.mkdir()
+
+        pages = []  # seconds until the app's own page (its Explorer tab) is drawn
 
         def first_chart_s(script: Path) -> float:
             port = 8700 + os.getpid() % 200
@@ -291,7 +294,11 @@ def bench_app_start(chromium: str = "/usr/bin/chromium") -> Optional[dict]:
                     except Error:  # not listening yet
                         time.sleep(0.05)
                 page.wait_for_selector(CHART_POINT, timeout=300_000)
-                return time.monotonic() - started
+                chart_s = time.monotonic() - started
+                if script.name == "streamlit_app.py":
+                    page.get_by_role("tab", name="Explorer").wait_for(timeout=300_000)
+                    pages.append(time.monotonic() - started)
+                return chart_s
             finally:
                 page.close()
                 server.terminate()
@@ -302,6 +309,7 @@ def bench_app_start(chromium: str = "/usr/bin/chromium") -> Optional[dict]:
         bare_before = first_chart_s(bare)
         figures = {"app_first_start_s": first_chart_s(app), "app_s": first_chart_s(app)}
         figures["bare_s"] = min(bare_before, first_chart_s(bare))
+        figures["app_page_s"] = pages[-1]
         browser.close()
     return {**figures, "ratio": figures["app_s"] / figures["bare_s"]}
 
@@ -434,9 +442,13 @@ def report(f: dict) -> str:
     if f.get("app_start"):
         a = f["app_start"]
         lines += ["## From `streamlit run` to the first chart in the browser", "",
-                  "| bare page, one plotly chart | the app, first start on a new store | the app, later starts | ratio |",
-                  "|---|---|---|---|",
-                  f"| {a['bare_s']:.1f} s | {a['app_first_start_s']:.1f} s | {a['app_s']:.1f} s | {a['ratio']:.2f}x |", ""]
+                  "| bare page, one plotly chart | the app, first start on a new store | the app, later starts | ratio "
+                  "| the app's own page, later starts |",
+                  "|---|---|---|---|---|",
+                  f"| {a['bare_s']:.1f} s | {a['app_first_start_s']:.1f} s | {a['app_s']:.1f} s | {a['ratio']:.2f}x "
+                  f"| {a['app_page_s']:.1f} s |", "",
+                  "The app's first chart is the shipped curve, drawn before torch is imported (app/warmup.py); "
+                  "its own page replaces it once the network is loaded.", ""]
     elif "app_start" in f:
         lines += ["## From `streamlit run` to the first chart", "", "Not measured: needs playwright "
                   "(requirements-dev.txt) and Chromium.", ""]
