@@ -40,7 +40,7 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size ** 3 / best / 1e9
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def bench_allstitch(family_name: str, images: int, batch: int) -> dict:
     """Every configuration on the same images: each alone (the per-stitch loop), then all at once
     through StitchableNet.run (shared prefixes); their predictions must agree. The matmul peak the

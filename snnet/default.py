@@ -157,9 +157,52 @@ def evaluate_and_ship(family_name: str, work: Path, runs: dict[str, Path], snnet
         "zoo_name": family.task.zoo_name,
         "zoo": zoo,
     }
+    summary["standing"] = standing(summary)
     (out / "metrics.json").write_text(json.dumps(summary, indent=1))
-    print(f"[4/4] wrote {out}", flush=True)
+    print(f"[4/4] wrote {out}\n{standing_text(summary['standing'])}", flush=True)
     return summary
+
+
+def standing(summary: dict) -> dict:
+    """Where SN-Net stands in a built family's figures (test split, top-1 points):
+    - `anchors`: each anchor trained alone, in SN-Net, and the change;
+    - `stitches_within_2`: the share of stitches within 2 points of the range their anchors span;
+    - `baselines`: every zoo network not an anchor, against the best configuration at its cost or
+      less (`gap` < 0: the stitches are behind); `own_design` marks those of the anchors' depth
+      and a width between theirs, the networks SN-Net claims to match."""
+    rows, zoo = summary["configurations"], summary["zoo"]
+    in_snnet = {r["front"]: r["top1"] for r in rows if r["kind"] == "anchor"}
+    alone = {z["name"].removesuffix(" (alone)"): z for z in zoo if z["name"].endswith(" (alone)")}
+    anchors = {name: {"alone": alone[name]["top1"], "snnet": top1, "change": top1 - alone[name]["top1"]}
+               for name, top1 in in_snnet.items()}
+    stitches = [r for r in rows if r["kind"] == "stitch"]
+    within = [min(in_snnet[r["front"]], in_snnet[r["back"]]) - 2 <= r["top1"] <= max(in_snnet[r["front"]], in_snnet[r["back"]]) + 2
+              for r in stitches]
+    depths = {z["depth"] for z in alone.values()}
+    widths = [z["width"] for z in alone.values()]
+    baselines = []
+    for z in zoo:
+        if z["name"].endswith(" (alone)"):
+            continue
+        cheaper = [r for r in rows if r["gmacs"] <= z["gmacs"]]
+        best = max(cheaper, key=lambda r: r["top1"]) if cheaper else None
+        baselines.append({"name": z["name"], "gmacs": z["gmacs"], "top1": z["top1"],
+                          "own_design": z["depth"] in depths and min(widths) < z["width"] < max(widths),
+                          "best_id": best and best["id"], "best_top1": best and best["top1"],
+                          "gap": best["top1"] - z["top1"] if best else None})
+    return {"anchors": anchors, "stitches_within_2": sum(within) / len(within) if within else None,
+            "baselines": baselines}
+
+
+def standing_text(found: dict) -> str:
+    lines = [f"  {name}: {a['alone']:.1f} alone, {a['snnet']:.1f} in SN-Net ({a['change']:+.1f})"
+             for name, a in found["anchors"].items()]
+    lines.append(f"  stitches within 2 points of their anchors' range: {100 * found['stitches_within_2']:.0f} %")
+    for b in found["baselines"]:
+        against = "nothing as cheap" if b["best_id"] is None else f"configuration {b['best_id']} {b['best_top1']:.1f} ({b['gap']:+.1f})"
+        lines.append(f"  {b['name']}{' (own design)' if b['own_design'] else ''}: {1000 * b['gmacs']:.2f} MMACs "
+                     f"{b['top1']:.1f}, against {against}")
+    return "\n".join(lines)
 
 
 def build_default(family_name: str = "mini", work: Optional[Path] = None, out: Optional[Path] = None,

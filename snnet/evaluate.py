@@ -41,7 +41,7 @@ def _batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> Ite
         yield images[start: start + batch_size], labels[start: start + batch_size]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_space(
     net: StitchableNet,
     images: torch.Tensor,
@@ -57,7 +57,7 @@ def evaluate_space(
     return evaluate_batches(net, batches, stitch_ids, show_bar, total=len(batches), bf16=bf16, on_batch=on_batch)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_batches(
     net: StitchableNet,
     batches: Iterable,
@@ -105,7 +105,7 @@ def folder_loader(dataset, batch_size: int = 256, workers: int = 4):
                                        pin_memory=torch.cuda.is_available())
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> dict:
     model.eval()
     device = next(model.parameters()).device
@@ -115,7 +115,7 @@ def evaluate_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return tally.result()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def latency_ms(forward, sample: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
     """Median wall time of one forward pass on `sample` (synchronised on CUDA)."""
     times = []

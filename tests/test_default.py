@@ -76,3 +76,25 @@ def test_results_cli_reads_the_shipped_metrics_without_evaluating(tmp_path):
             "top1", "top5", "latency_ms"} <= set(configs[0])
     assert {"name", "gmacs", "params_m", "top1"} <= set(zoo[0])
     assert (tmp_path / "store.sqlite").exists()
+
+
+def test_standing_compares_stitches_with_their_anchors_and_every_baseline():
+    from snnet.default import standing
+
+    anchor = lambda i, name, gmacs, top1: {"id": i, "kind": "anchor", "front": name, "back": name, "gmacs": gmacs, "top1": top1}
+    stitch = lambda i, gmacs, top1: {"id": i, "kind": "stitch", "front": "a", "back": "b", "gmacs": gmacs, "top1": top1}
+    zoo = lambda name, width, depth, gmacs, top1: {"name": name, "width": width, "depth": depth, "gmacs": gmacs, "top1": top1}
+    summary = {"configurations": [anchor(0, "a", 1.0, 60.0), anchor(1, "b", 4.0, 80.0), stitch(2, 2.0, 70.0),
+                                  stitch(3, 3.0, 57.0), stitch(4, 3.5, 82.0)],
+               "zoo": [zoo("a (alone)", 16, 12, 1.0, 61.0), zoo("b (alone)", 64, 12, 4.0, 79.5),
+                       zoo("mid", 32, 12, 3.2, 75.0), zoo("shallow", 32, 6, 2.5, 72.0), zoo("cheap", 8, 12, 0.5, 40.0)]}
+    found = standing(summary)
+    assert found["anchors"] == {"a": {"alone": 61.0, "snnet": 60.0, "change": -1.0},
+                                "b": {"alone": 79.5, "snnet": 80.0, "change": 0.5}}
+    assert found["stitches_within_2"] == pytest.approx(2 / 3)  # 57 lies 3 below a: out; 82 lies 2 above b: in
+    by_name = {b["name"]: b for b in found["baselines"]}
+    assert set(by_name) == {"mid", "shallow", "cheap"}
+    assert by_name["mid"]["own_design"] and not by_name["shallow"]["own_design"] and not by_name["cheap"]["own_design"]
+    assert (by_name["mid"]["best_id"], by_name["mid"]["gap"]) == (2, -5.0)  # best at 3.2 GMACs or less: 70
+    assert (by_name["shallow"]["best_id"], by_name["shallow"]["gap"]) == (2, -2.0)
+    assert by_name["cheap"]["best_id"] is None and by_name["cheap"]["gap"] is None
