@@ -41,7 +41,7 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
 
 
 @torch.inference_mode()
-def bench_allstitch(family_name: str, images: int, batch: int) -> dict:
+def bench_allstitch(family_name: str, images: int, batch: int, compiled: bool = True) -> dict:
     """Every configuration on the same images: each alone (the per-stitch loop), then all at once
     through StitchableNet.run (shared prefixes); their predictions must agree. The matmul peak the
     fractions refer to is the better of one measured just before and one just after."""
@@ -65,7 +65,7 @@ def bench_allstitch(family_name: str, images: int, batch: int) -> dict:
     anchors = cost.anchor_costs(family)
     loop_macs = sum(cost.config_cost(anchors, c).macs for c in configs) * images
     engine_macs = cost.ensemble_cost(anchors, configs).macs * images
-    return {
+    figures = {
         "family": family_name, "configurations": len(configs), "images": images, "batch": batch,
         "matmul_peak_gflops": peak_gflops,
         "loop_s": loop_s, "engine_s": engine_s, "speedup": loop_s / engine_s,
@@ -75,6 +75,23 @@ def bench_allstitch(family_name: str, images: int, batch: int) -> dict:
         "loop_peak_fraction": 2 * loop_macs / loop_s / 1e9 / peak_gflops,
         "peak_fraction": 2 * engine_macs / engine_s / 1e9 / peak_gflops,
     }
+    if not compiled:
+        return figures
+    after_compiling = {c.id: [] for c in configs}
+    with net.compiled():
+        start = time.perf_counter()
+        net.run(x[:batch], configs)  # compiles every block for this part size
+        compile_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for part in x.split(batch):
+            net.run(part, configs, lambda config, logits: after_compiling[config.id].append(logits))
+        compiled_s = time.perf_counter() - start
+    compiled_peak = max(peak_gflops, matmul_peak_gflops())
+    after_compiling = {i: torch.cat(parts) for i, parts in after_compiling.items()}
+    return {**figures,  # the same engine with its blocks compiled by torch.compile, the compiling itself apart
+            "compile_s": compile_s, "compiled_s": compiled_s, "compiled_speedup": loop_s / compiled_s,
+            "compiled_identical": all(torch.equal(alone[i].argmax(1), after_compiling[i].argmax(1)) for i in alone),
+            "compiled_peak_fraction": 2 * engine_macs / compiled_s / 1e9 / compiled_peak}
 
 
 def _peak_rss_mb(family_name: str, configurations: int, images: int, allocator: bool = True) -> float:
@@ -322,7 +339,7 @@ def run(quick: bool = False) -> tuple[str, dict]:
     figures: dict = {"machine": platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                      "matmul_peak_gflops": peak}
     if quick:
-        figures["mini"] = bench_allstitch("mini", 32, 16)
+        figures["mini"] = bench_allstitch("mini", 32, 16, compiled=False)
         figures["allstitch_identical"] = figures["mini"]["identical"]
         return report(figures), figures
     figures["deit"] = bench_allstitch("deit", 32, 32)
@@ -344,7 +361,9 @@ def run(quick: bool = False) -> tuple[str, dict]:
     figures.update(
         allstitch_speedup=figures["deit"]["speedup"], allstitch_identical=figures["deit"]["identical"]
         and figures["mini"]["identical"], peak_fraction=figures["deit"]["peak_fraction"],
-        mini_peak_fraction=figures["mini"]["peak_fraction"], cost_speedup=figures["cost"]["speedup"],
+        mini_peak_fraction=figures["mini"]["peak_fraction"],
+        compiled_peak_fraction=figures["deit"]["compiled_peak_fraction"],
+        mini_compiled_peak_fraction=figures["mini"]["compiled_peak_fraction"], cost_speedup=figures["cost"]["speedup"],
         cost_speedup_kept=figures["cost"]["speedup_kept"],
         ls_solve_s=figures["least_squares"]["solve_s"], finetune_to_curve_s=figures["finetune"]["total_s"],
         finetune_to_preview_s=figures["finetune"]["preview_on_curve_s"],
@@ -385,6 +404,14 @@ def report(f: dict) -> str:
     lines += ["", "All at once shares path prefixes (each front anchor runs once per batch, each stitching layer "
               "once per activation it reads), so it executes fewer FLOPs; the FLOPs bound is the speedup that "
               "saving alone would give. Peak fractions count the FLOPs each way executes.", ""]
+    if engines and "compiled_s" in engines[0]:
+        lines += ["The same, with the blocks compiled by torch.compile (`StitchableNet.compiled()`; compiling is "
+                  "timed apart, on the first batch):", "",
+                  "| family | compiling (s) | all at once, compiled (s) | speedup over each alone | peak fraction "
+                  "| same top-1 |", "|---|---|---|---|---|---|"]
+        lines += [f"| {e['family']} | {e['compile_s']:.1f} | {e['compiled_s']:.1f} | {e['compiled_speedup']:.2f}x "
+                  f"| {e['compiled_peak_fraction']:.2f} | {'yes' if e['compiled_identical'] else 'NO'} |" for e in engines]
+        lines.append("")
     if "rss" in f:
         r = f["rss"]
         lines += [f"Memory while running, as a job worker runs ({r['allocator']}): peak resident memory above the "

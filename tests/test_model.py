@@ -95,3 +95,29 @@ def test_official_path_skips_the_back_norm(mini):
         net.final_norm = True
         normed = net.anchors[config.back].forward_head(net.anchors[config.back].norm(tokens))
         assert torch.equal(net(x, stitch=40), normed)
+
+
+@pytest.mark.slow
+def test_compiled_blocks_predict_as_the_eager_ones_and_share_their_weights(mini):
+    torch.manual_seed(0)
+    net = StitchableNet.from_family(mini).eval()
+    x = torch.randn(8, *mini.input_size)
+    configs = [net.space[i] for i in (0, 2, 24, 60)]
+
+    def outputs(compiled: bool) -> dict:
+        found = {}
+        with torch.inference_mode():
+            if compiled:
+                with net.compiled():
+                    net.run(x, configs, lambda config, logits: found.__setitem__(config.id, logits))
+            else:
+                net.run(x, configs, lambda config, logits: found.__setitem__(config.id, logits))
+        return found
+
+    eager, compiled = outputs(False), outputs(True)
+    assert all(torch.allclose(eager[i], compiled[i], atol=1e-5) for i in eager)
+    assert net.blocks[2][5] is net.anchors[2].blocks[5]  # eager again outside the context
+    with torch.no_grad():
+        net.anchors[2].blocks[5].mlp.fc2.weight.mul_(-1.0)  # compiled blocks read the weights as they are now
+    eager, compiled = outputs(False), outputs(True)
+    assert all(torch.allclose(eager[i], compiled[i], atol=1e-5) for i in eager)
