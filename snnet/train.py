@@ -43,6 +43,10 @@ class TrainConfig:
     warmup_steps: int = 150
     label_smoothing: float = 0.1
     sampling: str = "uniform"  # SN-Net: uniform over configurations, or over FLOPs groups
+    # SN-Net: the share of steps that train an anchor on its own (split evenly among them); the rest
+    # sample the other configurations. None: anchors are sampled like any configuration (1 in 71 for
+    # deit and mini). Every stitch pulls on its anchors' blocks; more steps of their own hold them.
+    anchor_share: Optional[float] = None
     stitches: Optional[list[int]] = None  # SN-Net: sample only these configurations
     seed: int = 0
     # a killed run loses at most this much work: a checkpoint every so many steps or seconds, whichever comes first
@@ -162,13 +166,23 @@ def configure_sampling(net: StitchableNet, config: TrainConfig) -> None:
     allowed = config.stitches if config.stitches is not None else list(range(len(net.space)))
     for stitch_id in allowed:
         net.space[stitch_id]  # validates the id
+    anchors = [i for i in allowed if net.space[i].kind == "anchor"]
+    if config.anchor_share is not None:
+        if not 0.0 <= config.anchor_share <= 1.0:
+            raise SnnetError(f"anchor_share is a share of the steps between 0 and 1, got {config.anchor_share}")
+        if not anchors or len(anchors) == len(allowed):
+            raise SnnetError("anchor_share needs anchors and other configurations among those sampled")
+    others = [i for i in allowed if i not in anchors] if config.anchor_share is not None else allowed
     if config.sampling == "flops":
         from snnet.cost import space_costs
 
-        weights = flops_group_weights([c.gmacs for c in space_costs(net.family, net.space)], allowed)
+        weights = flops_group_weights([c.gmacs for c in space_costs(net.family, net.space)], others)
     else:
         weights = torch.zeros(len(net.space))
-        weights[allowed] = 1.0
+        weights[others] = 1.0 / len(others)
+    if config.anchor_share is not None:
+        weights = weights * (1 - config.anchor_share)
+        weights[anchors] = config.anchor_share / len(anchors)
     net.sampling_weights = weights
 
 

@@ -125,6 +125,26 @@ def test_flops_sampling_gives_every_cost_interval_the_same_mass():
     assert weights[0].item() == pytest.approx(1 / 12)  # one of four in its interval
 
 
+def test_an_anchor_share_gives_the_anchors_that_share_of_the_steps(mini):
+    from snnet.train import configure_sampling
+
+    net = StitchableNet.from_family(mini)
+    anchors = [c.id for c in net.space if c.kind == "anchor"]
+    configure_sampling(net, TrainConfig(anchor_share=0.25))
+    weights = net.sampling_weights / net.sampling_weights.sum()
+    assert weights[anchors].tolist() == pytest.approx([0.25 / len(anchors)] * len(anchors))
+    others = [i for i in range(len(net.space)) if i not in anchors]
+    assert weights[others].tolist() == pytest.approx([0.75 / len(others)] * len(others))
+    drawn = [net.sample_stitch() for _ in range(4000)]
+    assert sum(d in anchors for d in drawn) / len(drawn) == pytest.approx(0.25, abs=0.03)
+    configure_sampling(net, TrainConfig(anchor_share=0.5, sampling="flops"))
+    assert float(net.sampling_weights[anchors].sum() / net.sampling_weights.sum()) == pytest.approx(0.5)
+    with pytest.raises(SnnetError, match="anchor_share"):
+        configure_sampling(net, TrainConfig(anchor_share=1.5))
+    with pytest.raises(SnnetError, match="anchor_share"):
+        configure_sampling(net, TrainConfig(anchor_share=0.5, stitches=anchors))
+
+
 @pytest.mark.slow
 def test_torchrun_with_two_processes(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
