@@ -159,7 +159,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, anchor_lr=args.anchor_lr,
                          warmup_steps=min(args.warmup_steps, args.steps), sampling=args.sampling,
                          stitches=_parse_ids(args.stitches), seed=args.seed, device=args.device, bf16=args.bf16,
-                         sync_stitch=args.sync_stitch, workers=args.workers)
+                         sync_stitch=args.sync_stitch, workers=args.workers, distill=args.distill,
+                         anchor_share=args.anchor_share)
     torch.manual_seed(args.seed)
     if args.model:
         model = family.build_model(family.model_spec(args.model))
@@ -357,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--warmup-steps", type=int, default=150)
     train.add_argument("--sampling", default="uniform", choices=["uniform", "flops"])
     train.add_argument("--stitches", help="SN-Net: comma-separated ids to sample from (default: all)")
+    train.add_argument("--distill", type=float, default=0.0,
+                       help="SN-Net: weight of distillation from the largest anchor as the run begins (0: labels only)")
+    train.add_argument("--anchor-share", type=float, default=None,
+                       help="SN-Net: share of the steps that train an anchor on its own (default: sampled as any)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto")
     train.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,

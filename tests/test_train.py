@@ -182,3 +182,14 @@ def test_with_sync_stitch_two_ranks_take_the_single_process_steps(tmp_path):
 
     assert moved("synced") < 1e-4
     assert moved("per_rank") > 0.01
+
+
+def test_the_train_command_passes_distillation_and_the_anchor_share_on(tmp_path):
+    command = [sys.executable, "-m", "snnet", "train", "--family", "mini", "--steps", "2", "--batch-size", "16",
+               "--warmup-steps", "1", "--device", "cpu", "--distill", "0.5", "--anchor-share", "0.5",
+               "--out", str(tmp_path)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = json.loads((tmp_path / "train.json").read_text())["config"]
+    assert (config["distill"], config["anchor_share"]) == (0.5, 0.5)
