@@ -159,7 +159,8 @@ def evaluate_and_ship(family_name: str, work: Path, runs: dict[str, Path], snnet
         "weights_file": "snnet.safetensors",
         "split": "test",
         "settings": eval_settings(net, "test"),
-        "recipe": {"alone": RECIPE.__dict__, "snnet": json.loads((snnet_weights.parent / "train.json").read_text())["config"],
+        "recipe": {"alone": RECIPE.__dict__,
+                   "snnet": json.loads((snnet_weights.parent / "train.json").read_text())["config"],
                    "least_squares_samples": LEAST_SQUARES_SAMPLES},
         "train_seconds": {name: json.loads((run / "train.json").read_text())["train_s"]
                           for name, run in {**runs, "snnet": snnet_weights.parent}.items()},
@@ -185,9 +186,8 @@ def standing(summary: dict) -> dict:
     alone = {z["name"].removesuffix(" (alone)"): z for z in zoo if z["name"].endswith(" (alone)")}
     anchors = {name: {"alone": alone[name]["top1"], "snnet": top1, "change": top1 - alone[name]["top1"]}
                for name, top1 in in_snnet.items()}
-    stitches = [r for r in rows if r["kind"] == "stitch"]
-    within = [min(in_snnet[r["front"]], in_snnet[r["back"]]) - 2 <= r["top1"] <= max(in_snnet[r["front"]], in_snnet[r["back"]]) + 2
-              for r in stitches]
+    ranges = [(r["top1"], in_snnet[r["front"]], in_snnet[r["back"]]) for r in rows if r["kind"] == "stitch"]
+    within = [min(front, back) - 2 <= top1 <= max(front, back) + 2 for top1, front, back in ranges]
     depths = {z["depth"] for z in alone.values()}
     widths = [z["width"] for z in alone.values()]
     baselines = []
@@ -209,7 +209,8 @@ def standing_text(found: dict) -> str:
              for name, a in found["anchors"].items()]
     lines.append(f"  stitches within 2 points of their anchors' range: {100 * found['stitches_within_2']:.0f} %")
     for b in found["baselines"]:
-        against = "nothing as cheap" if b["best_id"] is None else f"configuration {b['best_id']} {b['best_top1']:.1f} ({b['gap']:+.1f})"
+        against = ("nothing as cheap" if b["best_id"] is None
+                   else f"configuration {b['best_id']} {b['best_top1']:.1f} ({b['gap']:+.1f})")
         lines.append(f"  {b['name']}{' (own design)' if b['own_design'] else ''}: {1000 * b['gmacs']:.2f} MMACs "
                      f"{b['top1']:.1f}, against {against}")
     return "\n".join(lines)
