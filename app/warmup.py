@@ -41,13 +41,16 @@ def shipped_rows(family_name: str) -> Optional[tuple[list[dict], str]]:
 
 def curve_while_loading(options: argparse.Namespace):
     """On a cold server, the shipped curve of the family the page opens on, with the selection a
-    deep link names (or the default one); the slot to clear, or None when nothing was drawn."""
+    deep link names (or the default one). Returns the slot to clear once the page draws. Every run
+    makes the slot, drawn into or not: Streamlit matches unkeyed elements such as the tabs by
+    position, and a page that lost its first element would reset them (the selected tab with them)."""
+    slot = st.empty()
     if "torch" in sys.modules or (options.weights or options.official_compat):
-        return None  # warm already, or not the shipped figures the page will show
+        return slot  # warm already, or not the shipped figures the page will show
     family = st.query_params.get("family", options.family)
     found = shipped_rows(family) if family.replace("-", "").isalnum() else None
     if found is None:
-        return None
+        return slot
     rows, zoo_name = found
     configs = [row for row in rows if row["kind"] != "zoo"]
     linked = st.query_params.get("stitch", "")
@@ -56,7 +59,6 @@ def curve_while_loading(options: argparse.Namespace):
     else:
         middle = best_under_budget(configs, max(row["gmacs"] for row in configs) / 2)
         selected = 0 if middle is None else middle["id"]
-    slot = st.empty()
     with slot.container():
         chart, panel = st.columns([3, 2], gap="large")
         chart.plotly_chart(pareto_figure(rows, selected, zoo_name=zoo_name), config={"displaylogo": False})
