@@ -55,13 +55,8 @@ def bench_allstitch(family_name: str, images: int, batch: int, compiled: bool = 
     start = time.perf_counter()
     alone = {c.id: torch.cat([net(part, stitch=c.id) for part in x.split(batch)]) for c in configs}
     loop_s = time.perf_counter() - start
-    shared = {c.id: [] for c in configs}
-    start = time.perf_counter()
-    for part in x.split(batch):
-        net.run(part, configs, lambda config, logits: shared[config.id].append(logits))
-    engine_s = time.perf_counter() - start
+    engine_s, shared = _all_at_once(net, x, batch, configs)
     peak_gflops = max(peak_before, matmul_peak_gflops())
-    shared = {i: torch.cat(parts) for i, parts in shared.items()}
     anchors = cost.anchor_costs(family)
     loop_macs = sum(cost.config_cost(anchors, c).macs for c in configs) * images
     engine_macs = cost.ensemble_cost(anchors, configs).macs * images
@@ -77,21 +72,26 @@ def bench_allstitch(family_name: str, images: int, batch: int, compiled: bool = 
     }
     if not compiled:
         return figures
-    after_compiling = {c.id: [] for c in configs}
     with net.compiled():
         start = time.perf_counter()
         net.run(x[:batch], configs)  # compiles every block for this part size
         compile_s = time.perf_counter() - start
-        start = time.perf_counter()
-        for part in x.split(batch):
-            net.run(part, configs, lambda config, logits: after_compiling[config.id].append(logits))
-        compiled_s = time.perf_counter() - start
+        compiled_s, after_compiling = _all_at_once(net, x, batch, configs)
     compiled_peak = max(peak_gflops, matmul_peak_gflops())
-    after_compiling = {i: torch.cat(parts) for i, parts in after_compiling.items()}
     return {**figures,  # the same engine with its blocks compiled by torch.compile, the compiling itself apart
             "compile_s": compile_s, "compiled_s": compiled_s, "compiled_speedup": loop_s / compiled_s,
             "compiled_identical": all(torch.equal(alone[i].argmax(1), after_compiling[i].argmax(1)) for i in alone),
             "compiled_peak_fraction": 2 * engine_macs / compiled_s / 1e9 / compiled_peak}
+
+
+def _all_at_once(net: StitchableNet, x: torch.Tensor, batch: int, configs: list) -> tuple[float, dict]:
+    """Seconds for every configuration on `x` through one shared run per batch, and their logits."""
+    outputs = {c.id: [] for c in configs}
+    start = time.perf_counter()
+    for part in x.split(batch):
+        net.run(part, configs, lambda config, logits: outputs[config.id].append(logits))
+    seconds = time.perf_counter() - start
+    return seconds, {i: torch.cat(parts) for i, parts in outputs.items()}
 
 
 def _peak_rss_mb(family_name: str, configurations: int, images: int, allocator: bool = True) -> float:
