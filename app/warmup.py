@@ -4,13 +4,23 @@ A server's first run imports torch and timm and loads the network: seconds befor
 draw. That first run draws the family's shipped curve from its metrics file first, with plotly
 alone, where the Explorer's chart will stand; the page replaces it once it is ready. Later runs
 find torch imported and skip this. Nothing here may import torch, timm or the backend's models.
+
+Several people may open a cold server at once, each page a run in its own thread. Imports by
+`import` wait for a module another thread is still importing, but plotly looks up numpy, pandas and
+PIL.Image in `sys.modules` without importing them, and would find a half-initialised module while
+another thread imports torch (which imports numpy) or the page (pandas, pillow). So they are
+imported whole here, before any figure is built: a run reaches the curve only once this module is.
 """
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy  # noqa: F401  (see above: imported whole before plotly looks for them)
+import pandas  # noqa: F401
+import PIL.Image  # noqa: F401
 import streamlit as st
 
 from app.figures import pareto_figure
@@ -48,10 +58,17 @@ def curve_while_loading(options: argparse.Namespace):
     if "torch" in sys.modules or (options.weights or options.official_compat):
         return slot  # warm already, or not the shipped figures the page will show
     family = st.query_params.get("family", options.family)
-    found = shipped_rows(family) if family.replace("-", "").isalnum() else None
-    if found is None:
-        return slot
-    rows, zoo_name = found
+    try:
+        found = shipped_rows(family) if family.replace("-", "").isalnum() else None
+        if found is not None:
+            _draw(slot, family, *found)
+    except Exception:  # an early picture only: the page proper still draws, and says what fails
+        logging.getLogger(__name__).exception("the warm-up curve of %s failed", family)
+        slot.empty()
+    return slot
+
+
+def _draw(slot, family: str, rows: list[dict], zoo_name: str) -> None:
     configs = [row for row in rows if row["kind"] != "zoo"]
     linked = st.query_params.get("stitch", "")
     if linked.isdigit() and int(linked) < len(configs):
@@ -64,4 +81,3 @@ def curve_while_loading(options: argparse.Namespace):
         chart.plotly_chart(pareto_figure(rows, selected, zoo_name=zoo_name), config={"displaylogo": False})
         panel.info(f"Loading the {family} network: the curve is its shipped figures; selecting, predicting "
                    "and fine-tuning start in a few seconds.")
-    return slot
