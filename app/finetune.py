@@ -77,10 +77,20 @@ def form(view: View, net: StitchableNet, store: Store, selected: int, rows: list
         device = right.selectbox("Device", devices(), key="ft_device")
         lr = left.number_input("Stitching-layer learning rate", min_value=1e-7, value=1e-3, format="%.1e", key="ft_lr")
         anchor_lr = right.number_input("Anchor learning rate", min_value=0.0, value=1e-4, format="%.1e", key="ft_anchor_lr")
+        distill = left.number_input("Distillation from the largest anchor", min_value=0.0, max_value=1.0, value=0.5,
+                                    step=0.1, key="ft_distill",
+                                    help="The loss is this share KL to the largest anchor as the job begins, "
+                                         "the rest cross-entropy on the labels; 0: labels alone.")
+        anchor_share = right.number_input("Share of steps for the anchors alone", min_value=0.0, max_value=1.0,
+                                          value=None, step=0.05, placeholder="sampled like any configuration",
+                                          key="ft_anchor_share",
+                                          help="Steps that train an anchor on its own, which holds the anchors' "
+                                               "accuracy while the stitches pull on their blocks.")
         launched = st.form_submit_button("Launch fine-tune", type="primary", disabled=locked is not None)
     if launched and not locked:
         spec = jobs.JobSpec(family=view.family, weights=view.weights, stitches=None if scope == "all" else chosen,
-                            steps=int(steps), epochs=float(epochs) or None, batch_size=int(batch_size), lr=float(lr), anchor_lr=float(anchor_lr),
+                            steps=int(steps), epochs=float(epochs) or None, batch_size=int(batch_size), lr=float(lr),
+                            anchor_lr=float(anchor_lr), distill=float(distill), anchor_share=anchor_share,
                             device=device, split=view.split, official_compat=view.official_compat, data=view.data)
         _submit(spec, store)
 

@@ -228,7 +228,8 @@ def cmd_job(args: argparse.Namespace) -> None:
     elif args.action == "submit":
         spec = jobs.JobSpec(family=args.family, weights=args.weights, stitches=_parse_ids(args.stitches),
                             steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            anchor_lr=args.anchor_lr, device=args.device, split=args.split, seed=args.seed,
+                            anchor_lr=args.anchor_lr, distill=args.distill, anchor_share=args.anchor_share,
+                            device=args.device, split=args.split, seed=args.seed,
                             official_compat=args.official_compat, data=args.data)
         job_id = jobs.submit(spec, store)
         print(json.dumps({"id": job_id}) if args.json else f"job {job_id} queued")
@@ -420,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--batch-size", type=int, default=64)
     submit.add_argument("--lr", type=float, default=1e-3, help="stitching layers")
     submit.add_argument("--anchor-lr", type=float, default=1e-4)
+    submit.add_argument("--distill", type=float, default=0.0, help="as for train")
+    submit.add_argument("--anchor-share", type=float, default=None, help="as for train")
     submit.add_argument("--device", default="cpu")
     submit.add_argument("--split", choices=["val", "test"], help="default: test for digits, val for ImageNet")
     submit.add_argument("--seed", type=int, default=0)

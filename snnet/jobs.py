@@ -40,6 +40,8 @@ class JobSpec:
     batch_size: int = 64
     lr: float = 1e-3  # stitching layers
     anchor_lr: float = 1e-4
+    distill: float = 0.0  # weight of distillation from the largest anchor as the job begins (TrainConfig.distill)
+    anchor_share: Optional[float] = None  # share of steps for the anchors on their own (TrainConfig.anchor_share)
     device: str = "cpu"
     split: Optional[str] = None  # None: the family's evaluation split (test for digits, val for ImageNet)
     seed: int = 0
@@ -73,6 +75,15 @@ def validate(spec: JobSpec) -> JobSpec:
                          f"and {spec.batch_size}")
     if not (spec.lr > 0 and spec.anchor_lr >= 0):
         raise SnnetError(f"learning rates must be positive, got {spec.lr} and {spec.anchor_lr}")
+    if not 0.0 <= spec.distill <= 1.0:
+        raise SnnetError(f"distill is a weight between 0 and 1, got {spec.distill}")
+    if spec.anchor_share is not None:
+        chosen = spec.stitches if spec.stitches is not None else range(len(space))
+        anchors = sum(space[i].kind == "anchor" for i in chosen)
+        if not 0.0 <= spec.anchor_share <= 1.0:
+            raise SnnetError(f"anchor share is a share of the steps between 0 and 1, got {spec.anchor_share}")
+        if not 0 < anchors < len(chosen):
+            raise SnnetError("an anchor share needs anchors and other configurations among those chosen")
     if spec.weights is not None and not Path(spec.weights).is_file():
         raise SnnetError(f"weights file {spec.weights} not found")
     device = resolve_device(spec.device)
@@ -247,7 +258,7 @@ def _work(job_id: int, spec: JobSpec, store: Store) -> dict:
         steps = spec.steps if not spec.epochs else max(1, math.ceil(spec.epochs * _epoch_size(data) / spec.batch_size))
         config = TrainConfig(steps=steps, batch_size=spec.batch_size, lr=spec.lr, anchor_lr=spec.anchor_lr,
                              warmup_steps=max(1, min(150, steps // 10)), stitches=spec.stitches,
-                             seed=spec.seed, device=spec.device)
+                             distill=spec.distill, anchor_share=spec.anchor_share, seed=spec.seed, device=spec.device)
         store.update_job(job_id, stage="training", steps=steps)
         out_dir = run_dir(store, job_id)
         train(net, data, config, out_dir, progress=_reporter(job_id, store), show_bar=False)

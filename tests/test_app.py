@@ -159,7 +159,9 @@ def test_a_fine_tune_from_the_page_runs_as_a_job_and_lands_on_the_curve(app, tmp
     # the page shows the fine-tuned weights by itself only when they raised the mean top-1
     from snnet.store import Store
 
-    result = Store(tmp_path / "store.sqlite").get_job(1)["result"]
+    job = Store(tmp_path / "store.sqlite").get_job(1)
+    assert (job["spec"]["distill"], job["spec"]["anchor_share"]) == (0.5, None)  # the form's defaults
+    result = job["result"]
     before = sum(result["before"][str(i)] for i in (0, 24)) / 2
     after = sum(result["after"][str(i)] for i in (0, 24)) / 2
     switched = app.sidebar.selectbox[1].value == "job 1: fine-tuned 3 steps"

@@ -4,6 +4,7 @@ import math
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -83,7 +84,20 @@ def test_bad_requests_are_refused_before_any_process_starts(store):
         jobs.submit(jobs.JobSpec("mini", stitches=[0, 71]), store)
     with pytest.raises(Exception, match="weights file /nowhere.safetensors not found"):
         jobs.submit(jobs.JobSpec("mini", weights="/nowhere.safetensors"), store)
+    with pytest.raises(Exception, match="distill is a weight between 0 and 1, got 1.5"):
+        jobs.submit(jobs.JobSpec("mini", distill=1.5), store)
+    with pytest.raises(Exception, match="an anchor share needs anchors and other configurations"):
+        jobs.submit(jobs.JobSpec("mini", stitches=[3, 24], anchor_share=0.3), store)
     assert store.list_jobs() == []
+
+
+def test_a_job_trains_with_the_distillation_and_anchor_share_it_was_given(store):
+    job_id = jobs.submit(jobs.JobSpec("mini", stitches=[0, 24], steps=2, batch_size=8, distill=0.5,
+                                      anchor_share=0.5), store)
+    job = _wait(store, job_id, {"done", "failed"})
+    assert job["status"] == "done", job["message"]
+    trained = json.loads((Path(job["result"]["weights"]).parent / "train.json").read_text())["config"]
+    assert (trained["distill"], trained["anchor_share"], trained["stitches"]) == (0.5, 0.5, [0, 24])
 
 
 def test_a_tiny_fine_tune_runs_in_its_own_process_and_its_numbers_are_real(store):
