@@ -210,7 +210,8 @@ def cmd_zoo(args: argparse.Namespace) -> None:
 def cmd_build_default(args: argparse.Namespace) -> None:
     from snnet.default import build_default
 
-    build_default(args.family, Path(args.work) if args.work else None, jobs=args.jobs)
+    build_default(args.family, Path(args.work) if args.work else None, jobs=args.jobs,
+                  reuse_alone=args.reuse_alone)
 
 
 def cmd_job(args: argparse.Namespace) -> None:
@@ -401,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--family", default="mini", help="mini (the default) or mini-resnet")
     build.add_argument("--work", help="work folder; a rerun resumes from it (default runs/default[/FAMILY])")
     build.add_argument("--jobs", type=int, default=2, help="models trained at once")
+    build.add_argument("--reuse-alone", action="store_true",
+                       help="take the networks trained alone from checkpoints/FAMILY when the same recipe made "
+                            "them, and train SN-Net only")
     build.set_defaults(run=cmd_build_default)
 
     job = commands.add_parser("job", help="background fine-tunes and evaluations (what the app launches)")

@@ -108,3 +108,22 @@ def test_standing_compares_stitches_with_their_anchors_and_every_baseline():
     assert (by_name["mid"]["best_id"], by_name["mid"]["gap"]) == (2, -5.0)  # best at 3.2 GMACs or less: 70
     assert (by_name["shallow"]["best_id"], by_name["shallow"]["gap"]) == (2, -2.0)
     assert by_name["cheap"]["best_id"] is None and by_name["cheap"]["gap"] is None
+
+
+def test_a_rebuild_of_snnet_alone_reuses_the_shipped_networks_of_the_same_recipe(tmp_path):
+    from dataclasses import replace
+
+    from snnet.default import RECIPE, _finished, reuse_shipped
+    from snnet.families import get_family
+
+    family = get_family("mini")
+    runs = {spec.name: tmp_path / "alone" / spec.name for spec in family.anchors + family.zoo}
+    assert reuse_shipped("mini", runs, replace(RECIPE, steps=RECIPE.steps + 1)) == []  # another recipe
+    assert not (tmp_path / "alone").exists()
+    assert reuse_shipped("mini", runs, RECIPE) == list(runs)
+    shipped = json.loads((shipped_dir("mini") / "metrics.json").read_text())
+    for name, run in runs.items():
+        assert _finished(run, RECIPE)
+        assert (run / "model.safetensors").read_bytes() == (shipped_dir("mini") / "zoo" / f"{name}.safetensors").read_bytes()
+        assert json.loads((run / "train.json").read_text())["train_s"] == shipped["train_seconds"][name]
+    assert reuse_shipped("mini", runs, RECIPE) == []  # finished runs stay as they are
