@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = {"mini": (71, 9), "mini-resnet": (23, 8)}  # configurations, networks trained alone
 # the share of stitches within 2 points of their anchors' range, as measured (README): mini's
 # anchors no longer fall, and its stitches from mini_tiny with late stitch points lie below mini_tiny
-WITHIN_2 = {"mini": 0.6, "mini-resnet": 0.9}
+WITHIN_2 = {"mini": 0.7, "mini-resnet": 0.9}
 
 
 @pytest.fixture(scope="module", params=sorted(EMBEDDED))
