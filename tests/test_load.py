@@ -98,15 +98,16 @@ async def _drive(browser, url: str, index: int, seconds: float) -> Session:
             elapsed = time.monotonic() - started
             if elapsed >= seconds + OVERTIME_S or (elapsed >= seconds and session.iterations >= MIN_ITERATIONS):
                 break
-            failed = False
+            failed, step = False, "click"
             try:
                 click_s = await _click_a_stitch(page, rng)
+                step = "upload"
                 upload_s = await _upload(page, f"s{index}-{attempt}.png", noise_png(index * MAX_ITERATIONS + attempt))
                 session.click_to_details_s.append(click_s)
                 session.upload_to_predictions_s.append(upload_s)
                 session.iterations += 1
             except Exception as error:  # timeouts and wrong predictions alike: count it, start afresh
-                session.errors.append(f"attempt {attempt}: {type(error).__name__}: {str(error).splitlines()[0]}")
+                session.errors.append(f"attempt {attempt}, {step}: {type(error).__name__}: {str(error).splitlines()[0]}")
                 failed = True
             boxes = await page.locator(ERRORS).all_inner_texts()
             session.errors += [f"shown on the page: {text.splitlines()[0] if text else '(empty)'}" for text in boxes]
