@@ -51,10 +51,15 @@ def _train_alone(family_name: str, model_name: str, run_dir: str, config: TrainC
     return model_name, train(model, family.task.train_data(family, config.seed), config, Path(run_dir), show_bar=False)
 
 
+def _as_json(config: TrainConfig) -> dict:
+    """The recipe as a run's train.json and metrics.json keep it."""
+    return json.loads(json.dumps(config.__dict__))
+
+
 def _finished(run_dir: Path, config: TrainConfig) -> bool:
     summary = run_dir / "train.json"
     return (run_dir / "model.safetensors").exists() and summary.exists() and \
-        json.loads(summary.read_text())["config"] == json.loads(json.dumps(config.__dict__))
+        json.loads(summary.read_text())["config"] == _as_json(config)
 
 
 def _start_over_if_changed(run_dir: Path, config: TrainConfig) -> None:
@@ -75,14 +80,14 @@ def reuse_shipped(family_name: str, runs: dict[str, Path], config: TrainConfig) 
 
     from snnet.api import shipped_dir
 
-    found = shipped_dir(family_name) / "metrics.json"
-    shipped = json.loads(found.read_text()) if found.is_file() else {}
-    recipe = json.loads(json.dumps(config.__dict__))
+    found = shipped_dir(family_name)
+    shipped = json.loads((found / "metrics.json").read_text()) if (found / "metrics.json").is_file() else {}
+    recipe = _as_json(config)
     if shipped.get("recipe", {}).get("alone") != recipe:
         return []
     reused = []
     for name, run in runs.items():
-        weights = shipped_dir(family_name) / "zoo" / f"{name}.safetensors"
+        weights = found / "zoo" / f"{name}.safetensors"
         if _finished(run, config) or not weights.is_file() or name not in shipped.get("train_seconds", {}):
             continue
         run.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ def validate(spec: JobSpec) -> JobSpec:
     import torch
 
     from snnet.families import get_family
-    from snnet.train import resolve_device
+    from snnet.train import resolve_device, sampled_anchors
 
     space = get_family(spec.family).space()
     for stitch_id in spec.stitches or []:
@@ -77,13 +77,7 @@ def validate(spec: JobSpec) -> JobSpec:
         raise SnnetError(f"learning rates must be positive, got {spec.lr} and {spec.anchor_lr}")
     if not 0.0 <= spec.distill <= 1.0:
         raise SnnetError(f"distill is a weight between 0 and 1, got {spec.distill}")
-    if spec.anchor_share is not None:
-        chosen = spec.stitches if spec.stitches is not None else range(len(space))
-        anchors = sum(space[i].kind == "anchor" for i in chosen)
-        if not 0.0 <= spec.anchor_share <= 1.0:
-            raise SnnetError(f"anchor share is a share of the steps between 0 and 1, got {spec.anchor_share}")
-        if not 0 < anchors < len(chosen):
-            raise SnnetError("an anchor share needs anchors and other configurations among those chosen")
+    sampled_anchors(space, spec.stitches if spec.stitches is not None else range(len(space)), spec.anchor_share)
     if spec.weights is not None and not Path(spec.weights).is_file():
         raise SnnetError(f"weights file {spec.weights} not found")
     device = resolve_device(spec.device)

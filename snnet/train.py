@@ -160,18 +160,25 @@ def freeze_norm_stats(module: nn.Module) -> None:
             norm.eval()
 
 
+def sampled_anchors(space, allowed, anchor_share: Optional[float]) -> list[int]:
+    """The anchors among the configurations sampled; with an anchor share, checks that it is one
+    and that there are both anchors and other configurations to share the steps between."""
+    anchors = [i for i in allowed if space[i].kind == "anchor"]
+    if anchor_share is not None:
+        if not 0.0 <= anchor_share <= 1.0:
+            raise SnnetError(f"anchor_share is a share of the steps between 0 and 1, got {anchor_share}")
+        if not anchors or len(anchors) == len(allowed):
+            raise SnnetError("an anchor share needs anchors and other configurations among those sampled (anchor_share)")
+    return anchors
+
+
 def configure_sampling(net: StitchableNet, config: TrainConfig) -> None:
     if config.sampling not in SAMPLING:
         raise SnnetError(f"unknown sampling {config.sampling!r}: choose from {', '.join(SAMPLING)}")
     allowed = config.stitches if config.stitches is not None else list(range(len(net.space)))
     for stitch_id in allowed:
         net.space[stitch_id]  # validates the id
-    anchors = [i for i in allowed if net.space[i].kind == "anchor"]
-    if config.anchor_share is not None:
-        if not 0.0 <= config.anchor_share <= 1.0:
-            raise SnnetError(f"anchor_share is a share of the steps between 0 and 1, got {config.anchor_share}")
-        if not anchors or len(anchors) == len(allowed):
-            raise SnnetError("anchor_share needs anchors and other configurations among those sampled")
+    anchors = sampled_anchors(net.space, allowed, config.anchor_share)
     others = [i for i in allowed if i not in anchors] if config.anchor_share is not None else allowed
     if config.sampling == "flops":
         from snnet.cost import space_costs
